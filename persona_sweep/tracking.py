@@ -1,0 +1,133 @@
+"""MLflow: one experiment per sweep, a parent run per sweep, one child run per trial.
+
+The driver creates the experiment and the parent run; rank 0 of each trial finds or creates its
+child run by the `trial_id` tag (so a resumed trial reuses its run) and skips steps it already
+logged (steps replayed after the last checkpoint would otherwise log twice). Every process sets
+the tracking URI explicitly: workers do not inherit the driver's MLflow settings.
+"""
+from __future__ import annotations
+
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+PACKAGES = ("torch", "ray", "transformers", "peft", "deepspeed", "mlflow", "optuna")
+COMPLETED, STOPPED_EARLY, ERRORED = "completed", "stopped_early", "errored"
+
+
+def client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def default_uri(home: Path) -> str:
+    return f"sqlite:///{home / 'mlflow.db'}"
+
+
+def experiment_exists(uri: str, name: str) -> bool:
+    return client(uri).get_experiment_by_name(name) is not None
+
+
+def create_parent_run(uri: str, experiment: str, artifact_root: Path, sweep_name: str, params: dict, tags: dict):
+    mlflow = client(uri)
+    experiment_id = mlflow.create_experiment(experiment, artifact_location=artifact_root.as_uri())
+    run = mlflow.create_run(experiment_id, run_name=sweep_name, tags={"sweep": sweep_name, **tags})
+    mlflow.log_batch(run.info.run_id, params=[_param(k, v) for k, v in params.items()])
+    return experiment_id, run.info.run_id
+
+
+def provenance_tags() -> dict[str, str]:
+    tags = {f"version.{name}": _version(name) for name in PACKAGES}
+    tags["git_sha"] = _git_sha()
+    return tags
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "missing"
+
+
+def _git_sha() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                              text=True, timeout=5).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _param(key, value):
+    from mlflow.entities import Param
+
+    return Param(key, str(value)[:500])
+
+
+def find_child_run(uri: str, experiment_id: str, trial_id: str):
+    runs = client(uri).search_runs([experiment_id], filter_string=f"tags.trial_id = '{trial_id}'", max_results=2)
+    return runs[0] if runs else None
+
+
+def child_runs(uri: str, experiment_id: str) -> list:
+    return client(uri).search_runs([experiment_id], filter_string="tags.trial_id != ''", max_results=10000)
+
+
+def set_trial_status(uri: str, experiment_id: str, trial_id: str, status: str) -> None:
+    """Driver side: tag trials that Tune stopped or that errored (their workers cannot)."""
+    run = find_child_run(uri, experiment_id, trial_id)
+    if run is None or run.data.tags.get("trial_status") == COMPLETED:
+        return
+    mlflow = client(uri)
+    mlflow.set_tag(run.info.run_id, "trial_status", status)
+    mlflow.set_terminated(run.info.run_id, "KILLED" if status == STOPPED_EARLY else "FAILED")
+
+
+class TrialRun:
+    """Rank 0's view of its child run. Other ranks never construct one."""
+
+    def __init__(self, uri: str, experiment_id: str, parent_run_id: str, trial_id: str, params: dict, tags: dict):
+        self.mlflow = client(uri)
+        existing = find_child_run(uri, experiment_id, trial_id)
+        if existing is None:
+            run = self.mlflow.create_run(experiment_id, run_name=f"trial-{trial_id}", tags={
+                "mlflow.parentRunId": parent_run_id, "trial_id": trial_id, "trial_status": "running", **tags})
+            self.run_id = run.info.run_id
+            self.mlflow.log_batch(self.run_id, params=[_param(k, v) for k, v in params.items()])
+            self.last_logged_step = 0
+        else:
+            self.run_id = existing.info.run_id
+            self.mlflow.update_run(self.run_id, status="RUNNING")
+            self.mlflow.set_tag(self.run_id, "trial_status", "running")
+            history = self.mlflow.get_metric_history(self.run_id, "loss")
+            self.last_logged_step = max((m.step for m in history), default=0)
+
+    def log_steps(self, metrics_by_step: dict[int, dict[str, float]]) -> None:
+        from mlflow.entities import Metric
+        import time
+
+        now = int(time.time() * 1000)
+        batch = [Metric(key, float(value), now, step)
+                 for step, metrics in metrics_by_step.items() if step > self.last_logged_step
+                 for key, value in metrics.items()]
+        if batch:
+            self.mlflow.log_batch(self.run_id, metrics=batch)
+            self.last_logged_step = max(metrics_by_step)
+
+    def log_final(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+        import time
+
+        now = int(time.time() * 1000)
+        self.mlflow.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+    def log_artifacts(self, folder: Path, artifact_path: str) -> None:
+        self.mlflow.log_artifacts(self.run_id, str(folder), artifact_path)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.mlflow.set_tag(self.run_id, key, value)
+
+    def complete(self) -> None:
+        self.mlflow.set_tag(self.run_id, "trial_status", COMPLETED)
+        self.mlflow.set_terminated(self.run_id, "FINISHED")
