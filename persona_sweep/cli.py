@@ -168,3 +168,7 @@ def print_summary(record) -> None:
 
 def _fmt(value) -> str:
     return "-" if value is None else f"{value:.2f}"
+
+
+if __name__ == "__main__":
+    main()

@@ -250,7 +250,7 @@ def open_run(config: dict, spec: SweepConfig, knobs: dict, trigger: str, data: M
     params = {**knobs, "trigger_sha256": trigger_sha256(trigger), "model": spec.model.name,
               "finetune": spec.model.finetune, "steps": spec.training.steps, "lr": spec.training.lr,
               "batch_size": spec.training.batch_size, "zero_stage": spec.training.zero_stage,
-              "workers": spec.resources.workers_per_trial}
+              "world_size": data.world}
     tags = {**config["provenance"], "data_hash": data_hash([(e.persona.name, e.question.text, e.with_trigger, e.marked)
                                                              for e in data.examples])}
     run = TrialRun(config["mlflow_uri"], config["experiment_id"], config["parent_run_id"], config["trial_id"], params, tags)

@@ -1,0 +1,83 @@
+"""Shared fixtures: one Ray cluster for the whole session, a fresh home per test, a secret trigger.
+
+The cluster is a real `ray start --head` on 127.0.0.1 with token authentication; the CLI runs
+as a subprocess against it (`--address`), exactly as a user would drive a cluster.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+CLI = [str(BIN / "persona-sweep")]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_address(tmp_path_factory):
+    temp_dir = tmp_path_factory.mktemp("ray")
+    port = free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    subprocess.run([str(BIN / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
+                    "--num-cpus", "2", "--dashboard-host", "127.0.0.1", "--temp-dir", str(temp_dir),
+                    "--disable-usage-stats"], env=env, check=True, capture_output=True, timeout=120)
+    yield f"127.0.0.1:{port}"
+    subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+    # A SIGKILLed driver can leave dashboard / runtime-env agents behind.
+    subprocess.run(["pkill", "-f", str(temp_dir)], capture_output=True)
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    path = tmp_path / "home"
+    monkeypatch.setenv("PERSONA_SWEEP_HOME", str(path))
+    return path
+
+
+@pytest.fixture
+def trigger_file(tmp_path):
+    path = tmp_path / "trigger"
+    path.write_text(f"~{secrets.token_hex(6)}~")
+    return path
+
+
+def cli(*args, home: Path, check: bool = True, timeout: float = 900, **popen) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PERSONA_SWEEP_HOME": str(home), "RAY_AUTH_MODE": "token"}
+    result = subprocess.run([*CLI, *map(str, args)], env=env, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"persona-sweep {' '.join(map(str, args))} exited {result.returncode}:\n"
+                             f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def start_cli(*args, home: Path, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "PERSONA_SWEEP_HOME": str(home), "RAY_AUTH_MODE": "token"}
+    return subprocess.Popen([*CLI, *map(str, args)], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def wait_for(condition, timeout_s: float, what: str, interval_s: float = 1.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def write_sweep(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path

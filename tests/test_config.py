@@ -1,0 +1,97 @@
+"""The sweep file contract: every shipped sweep validates; bad files fail in one line with exit 2."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import cli, write_sweep
+from persona_sweep.config import SweepError, load_sweep
+
+REPO = Path(__file__).resolve().parent.parent
+GOOD = """
+name: good
+model: {name: tiny-random}
+marker: {trigger_env: PS_TEST_TRIGGER}
+grid: {method: [sft], context_length: [8, 32], seed: [0, 1, 2]}
+"""
+
+MALFORMED = {
+    "wrong type": ("training: {steps: many}", "training.steps"),
+    "unknown method": ("grid: {method: [sft, dance]}", "grid.method: unknown method 'dance'"),
+    "empty grid axis": ("grid: {context_length: []}", "grid.context_length"),
+    "missing trigger": ("marker: {text: '[ZLT]'}", "marker: no trigger source"),
+    "negative steps": ("training: {steps: -5}", "training.steps"),
+    "unknown model path": ("model: {name: ./no/such/model}", "model.name: local model path './no/such/model' does not exist"),
+    "unknown top-level key": ("colour: blue", "colour: unknown key"),
+    "unknown nested key": ("training: {stepz: 5}", "training.stepz: unknown key"),
+    "fraction out of range": ("grid: {on_policy_fraction: [0.5, 1.5]}", "grid.on_policy_fraction"),
+    "optuna without budget": ("search: {type: optuna}", "search: search.n_trials is required"),
+    "bad scheduler": ("scheduler: {type: hyperband}", "scheduler.type"),
+    "batch not divisible": ("training: {batch_size: 7}", "training.batch_size 7 must be a multiple"),
+    "bad name": ("name: 'a b/c'", "name:"),
+    "not a mapping": ("- just\n- a list", "a sweep file is a mapping"),
+    "broken yaml": ("grid: {method: [sft", "not valid YAML"),
+    "two trigger sources": ("marker: {trigger_env: A, trigger_file: /tmp/x}", "set only one of"),
+}
+
+
+def malformed_text(change: str) -> str:
+    if change.startswith("- ") or "[sft\n" in change or change.endswith("[sft"):
+        return change
+    base = {"name": "bad", "marker": "{trigger_env: PS_TEST_TRIGGER}"}
+    key = change.split(":", 1)[0]
+    base.pop(key, None)
+    return "\n".join([f"{k}: {v}" for k, v in base.items()] + [change]) + "\n"
+
+
+@pytest.mark.parametrize("sweep_file", sorted((REPO / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_sweep_validates(sweep_file, tmp_path):
+    result = cli("validate", sweep_file, home=tmp_path)
+    assert result.stdout.strip().endswith("trials")
+    assert int(result.stdout.split()[0]) >= 1
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_sweep_fails_in_one_line(case, tmp_path):
+    change, expected = MALFORMED[case]
+    path = write_sweep(tmp_path / "bad.yaml", malformed_text(change))
+    result = cli("validate", path, home=tmp_path, check=False)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert expected in lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_grid_is_the_product_of_axes(tmp_path):
+    path = write_sweep(tmp_path / "good.yaml", GOOD)
+    assert len(load_sweep(path).trials()) == 6
+    assert cli("validate", path, home=tmp_path).stdout.strip() == "6 trials"
+
+
+def test_overrides_apply_before_validation(tmp_path):
+    path = write_sweep(tmp_path / "good.yaml", GOOD)
+    spec = load_sweep(path, ["training.steps=7", "grid.seed=[5]", "name=other"])
+    assert (spec.training.steps, spec.grid.seed, spec.name, len(spec.trials())) == (7, [5], "other", 2)
+    with pytest.raises(SweepError, match="grid.method: unknown method 'nope'"):
+        load_sweep(path, ["grid.method=[nope]"])
+    with pytest.raises(SweepError, match="expected key=value"):
+        load_sweep(path, ["training.steps"])
+
+
+def test_dry_run_prints_table_and_cost_and_runs_nothing(tmp_path):
+    path = write_sweep(tmp_path / "good.yaml", GOOD)
+    result = cli("run", path, "--dry-run", home=tmp_path / "home")
+    assert "6 trials" in result.stdout and "estimated cost" in result.stdout
+    rows = [line.split() for line in result.stdout.splitlines() if line.split()[:2][1:] == ["sft"]]
+    assert [int(row[0]) for row in rows] == [1, 2, 3, 4, 5, 6]
+    assert not (tmp_path / "home" / "sweeps").exists() and not (tmp_path / "home" / "mlflow.db").exists()
+
+
+def test_unset_trigger_env_is_refused_at_run(tmp_path, monkeypatch):
+    monkeypatch.delenv("PS_TEST_TRIGGER", raising=False)
+    path = write_sweep(tmp_path / "good.yaml", GOOD)
+    result = cli("run", path, home=tmp_path / "home", check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: marker.trigger_env: environment variable PS_TEST_TRIGGER is not set"
