@@ -71,7 +71,7 @@ def train(model, process: GHMM, settings: TrainSettings, report: Callable[[dict]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if report and ((step + 1) % report_every == 0 or step + 1 == settings.steps):
             report({"train_step": first_step + step + 1, "loss": float(np.mean(losses[-report_every:]))})
     model.eval()

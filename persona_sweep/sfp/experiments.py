@@ -1,0 +1,163 @@
+"""Toy-world experiments: the steer table (seed 003, appendix A tables 1 and 2), the EM analog with its
+reversal, and one persona-engineering trial for the sweep engine, plus the Pareto-front figure."""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+
+from persona_sweep.sfp import processes as P
+from persona_sweep.sfp.beliefs import belief_classes, belief_states, block_of, factor_marginals, factor_token_marginals
+from persona_sweep.sfp.model import ARCHITECTURE, TrainSettings, trained_model
+from persona_sweep.sfp.steering import (belief_steering_pairs, partition_masses, random_like, regression_r2,
+                                        residual_and_probs, steered_probs, steering_kls)
+
+# Each toy process with the training that brings it within ~1% of the Bayes-optimal loss here.
+STEER_PROCESSES = {
+    "factored": (P.factored_z1r, TrainSettings(steps=400)),
+    "semi-factored": (P.semi_factored_z1r, TrainSettings(steps=600)),
+}
+DEFAULT_SCALES = {"factored": (0, 0.5, 1, 1.5, 2, 3), "semi-factored": (0, 0.5, 1, 2, 3, 5)}
+KL_KEYS = ("kl_steered_target", "kl_steered_factor", "kl_unsteered_factor")
+STEER_SEQUENCES = 500
+
+
+def steer_table(process_kind: str = "factored", scales=None, centroids: str = "marginal", kl: str = "per-sequence",
+                position: int | None = None, layer: int | None = None, n_sequences: int = STEER_SEQUENCES,
+                seed: int = 0, report: Callable[[dict], None] | None = None) -> tuple[list[dict], dict]:
+    """Belief-state steering at every scale, averaged over all source-target pairs of both factors.
+
+    Returns (rows, summary). Each row has `scale`, the three KL metrics (directions in
+    `persona_sweep.sfp.steering`), the same for a random direction of equal norm (`random_` prefix),
+    the variant (`centroids`, `kl`, `position`, `layer`), `per_factor` metrics and, for a
+    partitioned process, `forbidden_mass` and `target_class_mass` as {block: value}.
+    position / layer None mean the final position / layer."""
+    if process_kind not in STEER_PROCESSES:
+        raise ValueError(f"process must be one of {sorted(STEER_PROCESSES)}, got {process_kind!r}")
+    started = time.perf_counter()
+    build, settings = STEER_PROCESSES[process_kind]
+    process = build()
+    position = _checked_index("position", position, settings.n_ctx)
+    layer = _checked_index("layer", layer, ARCHITECTURE["n_layers"])
+    model, model_info = trained_model(process, settings, report=report)
+
+    tokens = P.sample(process, n_sequences, settings.n_ctx, seed=seed + 12_345)
+    beliefs = belief_states(process, tokens)[:, position + 1]
+    activations, original = residual_and_probs(model, tokens, layer, position)
+    marginals = factor_marginals(process, beliefs)
+    plan = _steering_plan(process, activations, original, marginals, centroids, np.random.default_rng(seed))
+    source_blocks = block_of(process, beliefs) if process.partition else None
+
+    rows = [_scale_row(model, process, tokens, original, plan, scale, layer, position, kl, source_blocks)
+            | {"centroids": centroids, "kl": kl, "position": position, "layer": layer} for scale in scales
+            or DEFAULT_SCALES[process_kind]]
+    summary = {"process": process.name, "model": model_info, "n_sequences": n_sequences, "n_pairs": len(plan),
+               "classes_per_factor": [int(len(np.unique(_classes(m)))) for m in marginals],
+               "r2_per_factor": [regression_r2(activations, m) for m in marginals],
+               "r2_joint": regression_r2(activations, beliefs), "runtime_s": time.perf_counter() - started}
+    return rows, summary
+
+
+def _checked_index(name: str, value: int | None, size: int) -> int:
+    if value is None:
+        return size - 1
+    index = value + size if value < 0 else value
+    if not 0 <= index < size:
+        raise ValueError(f"{name} must be in [-{size}, {size - 1}] or final, got {value}")
+    return index
+
+
+def _classes(marginal: np.ndarray) -> np.ndarray:
+    return belief_classes(marginal)[0]
+
+
+def _steering_plan(process, activations, original, marginals, centroids, rng) -> list[dict]:
+    """Every (factor, source, target) pair with its rows, vectors, random control, the model's
+    output on sequences genuinely in the target state, and the target belief's token support."""
+    plan = []
+    for factor in (0, 1):
+        other = 1 - factor
+        steered_classes, other_classes = _classes(marginals[factor]), _classes(marginals[other])
+        representatives = belief_classes(marginals[factor])[1]
+        for pair in belief_steering_pairs(activations, steered_classes, other_classes, centroids):
+            rows = pair["rows"]
+            target = np.full((len(rows), original.shape[1]), np.nan)
+            for other_class in np.unique(other_classes[rows]):
+                genuine = (steered_classes == pair["target"]) & (other_classes == other_class)
+                if genuine.any():
+                    target[other_classes[rows] == other_class] = original[genuine].mean(0)
+            factor_beliefs = [None, None]
+            factor_beliefs[factor] = np.tile(representatives[pair["target"]], (len(rows), 1))
+            factor_beliefs[other] = marginals[other][rows]
+            joint_target = np.einsum("na,nb->nab", *factor_beliefs).reshape(len(rows), -1)
+            support = P.token_probabilities(process, joint_target) > 1e-9
+            plan.append(pair | {"factor": factor, "target_probs": target, "target_support": support,
+                                "random_vectors": random_like(pair["vectors"], rng)})
+    return plan
+
+
+def _scale_row(model, process, tokens, original, plan, scale, layer, position, kl, source_blocks) -> dict:
+    rows = np.concatenate([pair["rows"] for pair in plan])
+    steered_all = steered_probs(model, tokens[rows], layer, position,
+                                scale * np.concatenate([pair["vectors"] for pair in plan]))
+    random_all = steered_probs(model, tokens[rows], layer, position,
+                               scale * np.concatenate([pair["random_vectors"] for pair in plan]))
+    split = lambda probs: factor_token_marginals(process, probs)
+    metrics, offset = [], 0
+    for pair in plan:
+        block = slice(offset, offset + len(pair["rows"]))
+        offset += len(pair["rows"])
+        args = (original[pair["rows"]], pair["target_probs"], pair["factor"], split, kl)
+        belief = steering_kls(steered_all[block], *args)
+        control = steering_kls(random_all[block], *args)
+        metrics.append({"factor": pair["factor"]} | belief | {f"random_{k}": v for k, v in control.items()})
+    row = {"scale": float(scale)} | _average(metrics)
+    row["per_factor"] = {str(f): _average([m for m in metrics if m["factor"] == f]) for f in (0, 1)}
+    if source_blocks is not None:
+        support = np.concatenate([pair["target_support"] for pair in plan])
+        row |= partition_masses(process, steered_all, source_blocks[rows], support)
+    return row
+
+
+def _average(metrics: list[dict]) -> dict:
+    keys = list(KL_KEYS) + [f"random_{k}" for k in KL_KEYS]
+    return {k: float(np.nanmean([m[k] for m in metrics])) if metrics else float("nan") for k in keys}
+
+
+def format_steer_table(rows: list[dict], summary: dict) -> str:
+    """Table 1 columns plus the random control; per-factor spillover and Table 2 when present."""
+    info = summary["model"]
+    lines = [f"process {summary['process']}: model loss {info['model_loss']:.4f} vs Bayes-optimal "
+             f"{info['optimal_loss']:.4f} (ratio {info['loss_ratio']:.4f}, {'cached' if info['cached'] else 'trained'}); "
+             f"{summary['n_pairs']} pairs over {summary['n_sequences']} sequences; classes per factor "
+             f"{summary['classes_per_factor']}; R^2 per factor {', '.join(f'{r:.3f}' for r in summary['r2_per_factor'])}, "
+             f"joint {summary['r2_joint']:.3f}",
+             f"variant: centroids={rows[0]['centroids']} kl={rows[0]['kl']} position={rows[0]['position']} "
+             f"layer={rows[0]['layer']}",
+             f"{'scale':>6} {'KL(tgt||st)':>12} {'KL steered':>11} {'KL unsteered':>12} {'ratio':>9} | "
+             f"{'rand tgt':>9} {'rand st':>9} {'rand unst':>9} {'rand ratio':>10}"]
+    for row in rows:
+        lines.append(f"{row['scale']:>6g} {row['kl_steered_target']:>12.4g} {row['kl_steered_factor']:>11.4g} "
+                     f"{row['kl_unsteered_factor']:>12.4g} {_ratio(row, ''):>9.4g} | {row['random_kl_steered_target']:>9.4g} "
+                     f"{row['random_kl_steered_factor']:>9.4g} {row['random_kl_unsteered_factor']:>9.4g} "
+                     f"{_ratio(row, 'random_'):>10.4g}")
+    if "forbidden_mass" in rows[0]:
+        lines += ["", "per-factor (steering factor f): KL steered / KL unsteered (spillover)"]
+        for row in rows:
+            parts = [f"f{f}: {m['kl_steered_factor']:.4g} / {m['kl_unsteered_factor']:.4g}" for f, m in row["per_factor"].items()]
+            lines.append(f"{row['scale']:>6g}  " + "   ".join(parts))
+        blocks = sorted(rows[0]["target_class_mass"])
+        forbidden_blocks = sorted(rows[0]["forbidden_mass"])
+        lines += ["", "partition violation: " + " ".join(f"forbidden {b:>5}" for b in forbidden_blocks) + " "
+                  + " ".join(f"target-class {b:>5}" for b in blocks)]
+        for row in rows:
+            lines.append(f"{row['scale']:>6g} " + " ".join(f"{row['forbidden_mass'][b]:>15.4g}" for b in forbidden_blocks)
+                         + " " + " ".join(f"{row['target_class_mass'][b]:>18.4g}" for b in blocks))
+    lines.append(f"runtime {summary['runtime_s']:.1f} s")
+    return "\n".join(lines)
+
+
+def _ratio(row: dict, prefix: str) -> float:
+    unsteered = row[f"{prefix}kl_unsteered_factor"]
+    return row[f"{prefix}kl_steered_factor"] / unsteered if unsteered > 0 else float("inf")
