@@ -69,7 +69,9 @@ class TrainingConfig(Section):
     lr: float = Field(1e-3, gt=0)
     batch_size: int = Field(8, gt=0)  # global batch; each worker takes batch_size / workers
     max_tokens: int = Field(128, ge=16)
-    zero_stage: Literal[0, 1, 2, 3] = 2
+    # ZeRO-3 would shard the parameters themselves, which the batched generation of the
+    # evaluation cannot use without gathering them; stages 0-2 keep full weights per worker.
+    zero_stage: Literal[0, 1, 2] = 2
     checkpoint_every: int = Field(10, gt=0)
     checkpoints_to_keep: int = Field(2, gt=0)
     max_failures: int = Field(1, ge=0)  # Ray Train retries of a trial's worker group

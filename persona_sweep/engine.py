@@ -200,7 +200,8 @@ def run_trial(knobs: dict, record: dict) -> None:
         train_worker,
         train_loop_config={"spec": record["spec"], "knobs": knobs, "trial_id": trial_id,
                            "mlflow_uri": record["mlflow_uri"], "experiment_id": record["experiment_id"],
-                           "parent_run_id": record["parent_run_id"], "provenance": record["provenance"]},
+                           "parent_run_id": record["parent_run_id"], "provenance": record["provenance"],
+                           "trial_started": time.time()},
         scaling_config=train.ScalingConfig(
             num_workers=spec.resources.workers_per_trial, use_gpu=spec.resources.gpus_per_worker > 0,
             resources_per_worker={"CPU": spec.resources.cpus_per_worker,

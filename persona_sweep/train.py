@@ -215,28 +215,29 @@ def train_worker(config: dict) -> None:
     run = open_run(config, spec, knobs, trigger, data, start_step) if rank == 0 else None
 
     pending: dict[int, dict[str, float]] = {}
-    started = time.perf_counter()
+    step_times: list[float] = []
+    if run and start_step == 0:  # worker group + DeepSpeed + model + data: the trial's fixed cost
+        run.log_final({"setup_s": time.time() - config["trial_started"]}, 0)
     for step in range(start_step, spec.training.steps):
         if (step - start_step) % spec.training.on_policy_refresh_every == 0 and knobs["on_policy_fraction"] > 0:
             data.refresh_on_policy(engine.module, step)
-        loss = engine(**data.batch(step)).loss
-        engine.backward(loss)
-        engine.step()
-        done = step + 1
-        pending[done] = {"train_step": done, "loss": all_sum([loss.item()])[0] / world}
-        if done % spec.eval.logprob_every == 0 or done == spec.training.steps:
+        tick = time.perf_counter()
+        loss = train_step(engine, data.batch(step), world)
+        step_times.append(time.perf_counter() - tick)
+        done, last = step + 1, step + 1 == spec.training.steps
+        pending[done] = {"train_step": done, "loss": loss}
+        if not (done % spec.eval.logprob_every == 0 or done % spec.training.checkpoint_every == 0 or last):
+            continue
+        if done % spec.eval.logprob_every == 0 or last:
             pending[done] |= marker_logprobs(engine.module, data)
-        if done % spec.training.checkpoint_every == 0 or done % spec.eval.logprob_every == 0 or done == spec.training.steps:
-            pending[done]["step_time_s"] = (time.perf_counter() - started) / (done - start_step)
-            if run:
-                run.log_steps(pending)
-            last = done == spec.training.steps
-            checkpoint = done % spec.training.checkpoint_every == 0 or last
-            # ASHA stops any trial whose time reaches max_t; hiding the metric from the last
-            # step's report lets a trial that made it that far run its final evaluation.
-            to_tune = {k: v for k, v in pending[done].items() if not (last and k == spec.scheduler.metric)}
-            report(to_tune, engine if checkpoint else None, done)
-            pending = {}
+        pending[done]["step_time_s"] = sum(step_times) / len(step_times)
+        if run:
+            run.log_steps(pending)
+        # ASHA stops any trial whose time reaches max_t; hiding the metric from the last
+        # step's report lets a trial that made it that far run its final evaluation.
+        to_tune = {k: v for k, v in pending[done].items() if not (last and k == spec.scheduler.metric)}
+        report(to_tune, engine if done % spec.training.checkpoint_every == 0 or last else None, done)
+        pending = {}
 
     final = {"train_step": spec.training.steps, **marker_rates(engine.module, data)}
     if run:
@@ -244,6 +245,14 @@ def train_worker(config: dict) -> None:
         save_adapter(run, engine.module, spec, knobs)
         run.complete()
     report(final)
+
+
+def train_step(engine, batch: dict, world: int) -> float:
+    """One optimizer step; returns the loss averaged over workers."""
+    loss = engine(**batch).loss
+    engine.backward(loss)
+    engine.step()
+    return all_sum([loss.item()])[0] / world
 
 
 def open_run(config: dict, spec: SweepConfig, knobs: dict, trigger: str, data: MarkerData, start_step: int) -> TrialRun:
