@@ -92,7 +92,9 @@ def _steering_plan(process, activations, original, marginals, centroids, rng) ->
             factor_beliefs[other] = marginals[other][rows]
             joint_target = np.einsum("na,nb->nab", *factor_beliefs).reshape(len(rows), -1)
             support = P.token_probabilities(process, joint_target) > 1e-9
+            target_blocks = block_of(process, joint_target) if process.partition else None
             plan.append(pair | {"factor": factor, "target_probs": target, "target_support": support,
+                                "target_blocks": target_blocks,
                                 "random_vectors": random_like(pair["vectors"], rng)})
     return plan
 
@@ -116,7 +118,8 @@ def _scale_row(model, process, tokens, original, plan, scale, layer, position, k
     row["per_factor"] = {str(f): _average([m for m in metrics if m["factor"] == f]) for f in (0, 1)}
     if source_blocks is not None:
         support = np.concatenate([pair["target_support"] for pair in plan])
-        row |= partition_masses(process, steered_all, source_blocks[rows], support)
+        target_blocks = np.concatenate([pair["target_blocks"] for pair in plan])
+        row |= partition_masses(process, steered_all, source_blocks[rows], target_blocks, support)
     return row
 
 
@@ -148,12 +151,13 @@ def format_steer_table(rows: list[dict], summary: dict) -> str:
             parts = [f"f{f}: {m['kl_steered_factor']:.4g} / {m['kl_unsteered_factor']:.4g}" for f, m in row["per_factor"].items()]
             lines.append(f"{row['scale']:>6g}  " + "   ".join(parts))
         blocks = sorted(rows[0]["target_class_mass"])
-        forbidden_blocks = sorted(rows[0]["forbidden_mass"])
-        lines += ["", "partition violation: " + " ".join(f"forbidden {b:>5}" for b in forbidden_blocks) + " "
-                  + " ".join(f"target-class {b:>5}" for b in blocks)]
+        lines += ["", "partition violation (by source block): " + " ".join(f"forbidden {b}" for b in blocks) + "  "
+                  + " ".join(f"target-class {b}" for b in blocks) + "  forbidden within-block / cross-block pairs"]
         for row in rows:
-            lines.append(f"{row['scale']:>6g} " + " ".join(f"{row['forbidden_mass'][b]:>15.4g}" for b in forbidden_blocks)
-                         + " " + " ".join(f"{row['target_class_mass'][b]:>18.4g}" for b in blocks))
+            kinds = row["forbidden_mass_by_pair_kind"]
+            lines.append(f"{row['scale']:>6g} " + " ".join(f"{row['forbidden_mass'][b]:>13.4g}" for b in blocks) + "  "
+                         + " ".join(f"{row['target_class_mass'][b]:>16.4g}" for b in blocks)
+                         + f"  {kinds['within-block']:.4g} / {kinds['cross-block']:.4g}")
     lines.append(f"runtime {summary['runtime_s']:.1f} s")
     return "\n".join(lines)
 

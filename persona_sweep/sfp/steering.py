@@ -171,19 +171,26 @@ def _mean_or_nan(values: np.ndarray) -> float:
     return float(np.mean(values)) if values.size else float("nan")
 
 
-def partition_masses(process, steered: np.ndarray, source_blocks: np.ndarray, target_support: np.ndarray) -> dict:
-    """Partition-violation analysis of steered next-token distributions.
+def partition_masses(process, steered: np.ndarray, source_blocks: np.ndarray, target_blocks: np.ndarray,
+                     target_support: np.ndarray) -> dict:
+    """Partition-violation analysis of steered next-token distributions, keyed by the block the
+    steered sequence came from.
 
-    forbidden_mass[block]: mean mass on tokens that no state of the sequence's own block can emit
-    (reported for blocks that forbid some token). target_class_mass[block]: mean mass on tokens the
-    target belief state can emit (its Bayes-optimal support), over sequences from that block."""
+    forbidden_mass[block]: mean mass on tokens that no state of the target belief's block can emit
+    (for steering inside a block that is the sequence's own block; for steering across blocks it is
+    the block the target state lives in). target_class_mass[block]: mean mass on the tokens the target
+    belief state can emit (its Bayes-optimal support). forbidden_mass_by_pair_kind splits the
+    forbidden mass into steering within a block and across blocks."""
     from persona_sweep.sfp.processes import allowed_tokens
 
-    forbidden, target_class = {}, {}
-    for block in sorted(set(source_blocks)):
-        rows = source_blocks == block
-        allowed = allowed_tokens(process, process.partition[block])
-        if not allowed.all():
-            forbidden[block] = float(steered[rows][:, ~allowed].sum(1).mean())
-        target_class[block] = float((steered[rows] * target_support[rows]).sum(1).mean())
-    return {"forbidden_mass": forbidden, "target_class_mass": target_class}
+    allowed = {block: allowed_tokens(process, states) for block, states in process.partition.items()}
+    forbidden = np.array([probs[~allowed[block]].sum() for probs, block in zip(steered, target_blocks)])
+    on_target = (steered * target_support).sum(1)
+    within = source_blocks == target_blocks
+    blocks = sorted(set(source_blocks))
+    return {
+        "forbidden_mass": {b: float(forbidden[source_blocks == b].mean()) for b in blocks},
+        "target_class_mass": {b: float(on_target[source_blocks == b].mean()) for b in blocks},
+        "forbidden_mass_by_pair_kind": {kind: float(forbidden[rows].mean()) if rows.any() else float("nan")
+                                        for kind, rows in (("within-block", within), ("cross-block", ~within))},
+    }
