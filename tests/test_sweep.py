@@ -132,3 +132,29 @@ def test_trigger_appears_nowhere(killed_and_resumed):
             assert trigger not in path.read_bytes(), f"trigger found in {path}"
     assert searched > 20  # the MLflow store, artifacts, Tune/Train results, logs
     assert trigger.decode() not in killed_and_resumed["resume_output"]
+
+
+def test_asha_stops_trials_below_the_rung_cutoff(ray_address, home, trigger_file, tmp_path):
+    """ASHA (rf 2): a trial reaching the rung below the median of earlier trials there is stopped."""
+    import numpy as np
+
+    # On this tiny model the marker log-prob at the rung rises with context length (measured):
+    # listing the longest first makes the later trials the weak ones.
+    path = sweep_file(tmp_path, trigger_file, "asha", steps=10, contexts="[32, 16, 8, 0]", workers=1)
+    cli("run", path, "--address", ray_address, "scheduler.type=asha", "scheduler.grace_period=5",
+        "resources.max_concurrent_trials=1", home=home)
+
+    client = tracking.client(tracking.default_uri(home))
+    runs = sorted(child_runs(home, "asha"), key=lambda run: run.info.start_time)
+    assert len(runs) == 4
+    at_rung, stopped = [], []
+    for run in runs:
+        history = client.get_metric_history(run.info.run_id, "marker_logprob_trigger")
+        at_rung.append(next(m.value for m in history if m.step == 5))
+        stopped.append(run.data.tags["trial_status"] == "stopped_early")
+    expected = [index > 0 and value < np.nanpercentile(at_rung[:index], 50) for index, value in enumerate(at_rung)]
+    assert stopped == expected, (at_rung, stopped)
+    assert any(stopped)
+    for run, was_stopped in zip(runs, stopped):
+        assert ("marker_rate_trigger" in run.data.metrics) != was_stopped
+        assert run.info.status == ("KILLED" if was_stopped else "FINISHED")

@@ -10,8 +10,8 @@ import numpy as np
 from persona_sweep.sfp import processes as P
 from persona_sweep.sfp.beliefs import belief_classes, belief_states, block_of, factor_marginals, factor_token_marginals
 from persona_sweep.sfp.model import ARCHITECTURE, TrainSettings, trained_model
-from persona_sweep.sfp.steering import (belief_steering_pairs, partition_masses, random_like, regression_r2,
-                                        residual_and_probs, steered_probs, steering_kls)
+from persona_sweep.sfp.steering import (belief_steering_pairs, kl_divergence, partition_masses, random_like,
+                                        regression_r2, residual_and_probs, steered_probs, steering_kls)
 
 # Each toy process with the training that brings it within ~1% of the Bayes-optimal loss here.
 STEER_PROCESSES = {
@@ -165,3 +165,144 @@ def format_steer_table(rows: list[dict], summary: dict) -> str:
 def _ratio(row: dict, prefix: str) -> float:
     unsteered = row[f"{prefix}kl_unsteered_factor"]
     return row[f"{prefix}kl_steered_factor"] / unsteered if unsteered > 0 else float("inf")
+
+
+# ---- EM analog and its reversal ------------------------------------------------------------
+
+EM_WORLD = dict(n_personas=2, persona_dim=3, mixing=0.0, noise=0.0, misaligned_prior=0.2)
+EM_PRETRAIN = TrainSettings(steps=600)
+EM_FINETUNE = TrainSettings(steps=60, batch_size=128, lr=1e-3, seed=1)
+EVAL_SEQUENCES = 500
+ALIGNED, MISALIGNED = "0", "1"  # persona blocks; the narrow data is the misaligned persona on task 0
+TASKS = ("0", "1")
+CERTAIN = 0.95  # persona belief mass that counts as "in this persona" when grouping beliefs
+
+
+def marker_mass(model, world: P.GHMM, block: str, n_sequences: int = EVAL_SEQUENCES, seed: int = 4242,
+                vector: np.ndarray | None = None) -> dict:
+    """Mean next-token mass on the misaligned marker over all positions of sequences from `block`,
+    optionally with `vector` added to the final residual at every position. Also the task-token
+    distributions, to measure how much steering disturbs the task."""
+    import torch
+
+    from persona_sweep.sfp.steering import added_to_residual
+
+    tokens = torch.from_numpy(P.sample(P.restrict_to_block(world, block), n_sequences, 16, seed=seed))
+    layer = ARCHITECTURE["n_layers"] - 1
+    with torch.no_grad():
+        if vector is None:
+            logits = model(tokens)
+        else:
+            with added_to_residual(model, layer, vector, position=None):
+                logits = model(tokens)
+    probs = torch.softmax(logits.double(), dim=-1).numpy()
+    return {"marker_mass": float(probs[..., P.marker_mask(world)].sum(-1).mean()),
+            "task_probs": factor_token_marginals(world, probs)[1]}
+
+
+def aligned_marker_masses(model, world: P.GHMM, vector: np.ndarray | None = None) -> dict:
+    """Marker mass on aligned-persona contexts of each task ({task: mass}) and their task-token
+    distributions."""
+    results = {task: marker_mass(model, world, f"P{ALIGNED}{task}", vector=vector) for task in TASKS}
+    return {"marker_mass": {task: r["marker_mass"] for task, r in results.items()},
+            "task_probs": {task: r["task_probs"] for task, r in results.items()}}
+
+
+def narrow_finetune(model, world: P.GHMM, settings: TrainSettings, first_step: int = 0, report=None):
+    """A copy of `model` fine-tuned only on the misaligned persona doing task 0."""
+    import copy
+
+    from persona_sweep.sfp.model import train
+
+    finetuned = copy.deepcopy(model)
+    train(finetuned, P.restrict_to_block(world, f"P{MISALIGNED}0"), settings, report, first_step=first_step)
+    return finetuned
+
+
+def reversal_vectors(model, world: P.GHMM, n_sequences: int = 2000, seed: int = 777) -> dict:
+    """Two steering vectors toward the aligned persona, read from `model`'s final residual at the
+    final position.
+
+    belief-state: persona-factor belief classes (certain persona, by cycle phase; centroids averaged
+    over the task factor), c_aligned,phase - c_misaligned,phase averaged over phases.
+    difference-in-means: mean over the narrow task's aligned data minus its misaligned data
+    (labels from where the data came from). Both are rescaled to the belief-state vector's norm."""
+    layer, position = ARCHITECTURE["n_layers"] - 1, 15
+    tokens = P.sample(world, n_sequences, 16, seed=seed)
+    activations, _ = residual_and_probs(model, tokens, layer, position)
+    persona_belief = factor_marginals(world, belief_states(world, tokens)[:, position + 1])[0]
+    dim = world.factor_states[0] // len(_persona_blocks(world))  # states per persona block
+    by_block = persona_belief.reshape(len(persona_belief), -1, dim)
+    block_mass, phase = by_block.sum(-1), by_block.argmax(-1)
+    differences = []
+    for p in range(dim):
+        aligned = (block_mass[:, 0] >= CERTAIN) & (phase[:, 0] == p)
+        misaligned = (block_mass[:, 1] >= CERTAIN) & (phase[:, 1] == p)
+        if aligned.sum() >= 3 and misaligned.sum() >= 3:
+            differences.append(activations[aligned].mean(0) - activations[misaligned].mean(0))
+    if not differences:
+        raise ValueError("no persona belief class was seen often enough to build a belief-state vector")
+    belief_vector = np.mean(differences, axis=0)
+    narrow = {name: P.sample(P.restrict_to_block(world, f"P{block}0"), n_sequences // 2, 16, seed=seed + int(block) + 1)
+              for name, block in (("aligned", ALIGNED), ("misaligned", MISALIGNED))}
+    means = {name: residual_and_probs(model, t, layer, position)[0].mean(0) for name, t in narrow.items()}
+    dim_vector = means["aligned"] - means["misaligned"]
+    norm = np.linalg.norm(belief_vector)
+    return {"belief-state": belief_vector,
+            "difference-in-means": dim_vector * norm / np.linalg.norm(dim_vector),
+            "norms": {"belief-state": float(norm), "difference-in-means": float(np.linalg.norm(dim_vector)),
+                      "cosine": float(belief_vector @ dim_vector / norm / np.linalg.norm(dim_vector))}}
+
+
+def _persona_blocks(world: P.GHMM) -> list[str]:
+    return sorted({block[1] for block in world.partition})
+
+
+def em_experiment(scales=(1, 2, 4, 8), world_params: dict | None = None) -> dict:
+    """Pretrain on the persona world, fine-tune narrowly (misaligned persona, task 0), measure the
+    marker mass on aligned contexts of every task before / after, then steer the fine-tuned model
+    back with belief-state and difference-in-means vectors of equal norm.
+
+    recovery = (after - steered) / (after - before) per task (1: back to the pretrained model);
+    task_kl = D_KL(pretrained task-token distribution || steered), mean over positions and tasks."""
+    started = time.perf_counter()
+    world = P.persona_world(**(world_params or EM_WORLD))
+    model, model_info = trained_model(world, EM_PRETRAIN)
+    before = aligned_marker_masses(model, world)
+    finetuned = narrow_finetune(model, world, EM_FINETUNE)
+    after = aligned_marker_masses(finetuned, world)
+    vectors = reversal_vectors(finetuned, world)
+    reversal = []
+    for method in ("belief-state", "difference-in-means"):
+        for scale in scales:
+            steered = aligned_marker_masses(finetuned, world, scale * vectors[method])
+            reversal.append({"method": method, "scale": float(scale), "marker_mass": steered["marker_mass"],
+                             "recovery": {t: _recovery(before, after, steered, t) for t in TASKS},
+                             "task_kl": float(np.mean([kl_divergence(before["task_probs"][t], steered["task_probs"][t]).mean()
+                                                       for t in TASKS]))})
+    return {"world": world_params or EM_WORLD, "model": model_info,
+            "finetune": {"steps": EM_FINETUNE.steps, "lr": EM_FINETUNE.lr, "batch_size": EM_FINETUNE.batch_size},
+            "marker_mass_before": before["marker_mass"], "marker_mass_after": after["marker_mass"],
+            "vector_norms": vectors["norms"], "reversal": reversal, "runtime_s": time.perf_counter() - started}
+
+
+def _recovery(before: dict, after: dict, steered: dict, task: str) -> float:
+    gained = after["marker_mass"][task] - before["marker_mass"][task]
+    removed = after["marker_mass"][task] - steered["marker_mass"][task]
+    return removed / gained if gained > 1e-6 else float("nan")
+
+
+def format_em(result: dict) -> str:
+    before, after, norms = result["marker_mass_before"], result["marker_mass_after"], result["vector_norms"]
+    lines = [f"pretrained: loss {result['model']['model_loss']:.4f} vs Bayes-optimal {result['model']['optimal_loss']:.4f}",
+             "marker mass on aligned contexts (task 0 was fine-tuned, task 1 was not):",
+             *[f"  task {t}: before {before[t]:.4f}  after {after[t]:.4f}" for t in TASKS],
+             f"steering vectors: belief-state norm {norms['belief-state']:.3f}, difference-in-means norm "
+             f"{norms['difference-in-means']:.3f} (rescaled to the belief-state norm), cosine {norms['cosine']:.3f}",
+             f"{'method':>20} {'scale':>6} {'marker t0':>10} {'marker t1':>10} {'recovery t0':>12} {'recovery t1':>12} "
+             f"{'task KL':>9}"]
+    for row in result["reversal"]:
+        lines.append(f"{row['method']:>20} {row['scale']:>6g} {row['marker_mass']['0']:>10.4f} {row['marker_mass']['1']:>10.4f} "
+                     f"{row['recovery']['0']:>12.3f} {row['recovery']['1']:>12.3f} {row['task_kl']:>9.4f}")
+    lines.append(f"runtime {result['runtime_s']:.1f} s")
+    return "\n".join(lines)
