@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from persona_sweep.config import SweepConfig, SweepError, load_sweep
+from persona_sweep.sfp.cli import sfp
 
 REPO_SWEEPS = Path(__file__).resolve().parent.parent / "sweeps"
 
@@ -168,6 +169,9 @@ def print_summary(record) -> None:
 
 def _fmt(value) -> str:
     return "-" if value is None else f"{value:.2f}"
+
+
+main.add_command(sfp)
 
 
 if __name__ == "__main__":

@@ -95,3 +95,14 @@ def test_unset_trigger_env_is_refused_at_run(tmp_path, monkeypatch):
     result = cli("run", path, home=tmp_path / "home", check=False)
     assert result.returncode == 2
     assert result.stderr.strip() == "error: marker.trigger_env: environment variable PS_TEST_TRIGGER is not set"
+
+
+@pytest.mark.slow
+def test_unknown_model_is_refused_at_run_before_anything_starts(tmp_path, monkeypatch):
+    monkeypatch.setenv("PS_TEST_TRIGGER", "~t~")
+    path = write_sweep(tmp_path / "good.yaml", GOOD)
+    result = cli("run", path, "model.name=no-such-org/no-such-model", home=tmp_path / "home", check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: model.name: cannot load 'no-such-org/no-such-model'")
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "home" / "sweeps").exists() and not (tmp_path / "home" / "ray_results").exists()
