@@ -71,8 +71,9 @@ def resume(name, address):
     record = engine.SweepRecord.load(name)
     click.echo(f"resuming '{name}': {record.trial_count} trials, results in {engine.results_path(name)}")
     engine.connect(address)
-    engine.fit(record, resume=True)
+    results = engine.fit(record, resume=True)
     print_summary(record)
+    exit_if_errored(record, results)
 
 
 @main.command()
@@ -131,9 +132,19 @@ def start_sweep(spec: SweepConfig, address: str | None) -> None:
     click.echo(f"sweep '{spec.name}': {spec.trial_count()} trials, home {engine.home()}")
     engine.connect(address)
     started = time.perf_counter()
-    engine.fit(record)
+    results = engine.fit(record)
     click.echo(f"sweep '{spec.name}' finished in {(time.perf_counter() - started) / 60:.1f} min")
     print_summary(record)
+    exit_if_errored(record, results)
+
+
+def exit_if_errored(record, results) -> None:
+    from persona_sweep import engine
+
+    if results.errors:
+        click.echo(f"{len(results.errors)} trial(s) errored; `persona-sweep resume {record.name}` retries them "
+                   f"(details under {engine.results_path(record.name)})", err=True)
+        sys.exit(1)
 
 
 def print_trial_table(spec: SweepConfig) -> None:
