@@ -67,7 +67,7 @@ def steer(process_kind, scales, json_out, centroids, kl, position, layer):
 
 
 @sfp.command()
-@click.option("--scales", default="1,2,4,8", show_default=True, help="Steering scales for the reversal.")
+@click.option("--scales", default="1,2,4", show_default=True, help="Steering scales for the reversal.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the measurements as JSON to this file.")
 def em(scales, json_out):

@@ -2,6 +2,7 @@
 reversal, and one persona-engineering trial for the sweep engine, plus the Pareto-front figure."""
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Callable
 
@@ -171,7 +172,7 @@ def _ratio(row: dict, prefix: str) -> float:
 
 EM_WORLD = dict(n_personas=2, persona_dim=3, mixing=0.0, noise=0.0, misaligned_prior=0.2)
 EM_PRETRAIN = TrainSettings(steps=600)
-EM_FINETUNE = TrainSettings(steps=60, batch_size=128, lr=1e-3, seed=1)
+EM_FINETUNE = TrainSettings(steps=30, batch_size=128, lr=3e-4, seed=1)
 EVAL_SEQUENCES = 500
 ALIGNED, MISALIGNED = "0", "1"  # persona blocks; the narrow data is the misaligned persona on task 0
 TASKS = ("0", "1")
@@ -258,32 +259,40 @@ def _persona_blocks(world: P.GHMM) -> list[str]:
     return sorted({block[1] for block in world.partition})
 
 
-def em_experiment(scales=(1, 2, 4, 8), world_params: dict | None = None) -> dict:
+def em_experiment(scales=(1, 2, 4), world_params: dict | None = None) -> dict:
     """Pretrain on the persona world, fine-tune narrowly (misaligned persona, task 0), measure the
     marker mass on aligned contexts of every task before / after, then steer the fine-tuned model
-    back with belief-state and difference-in-means vectors of equal norm.
+    back with belief-state and difference-in-means vectors of equal norm, read either from the
+    pretrained model or from the fine-tuned one (`vectors_from`).
 
-    recovery = (after - steered) / (after - before) per task (1: back to the pretrained model);
-    task_kl = D_KL(pretrained task-token distribution || steered), mean over positions and tasks."""
+    recovery = (after - steered) / (after - before) per task (1: back to the pretrained model, above
+    1: fewer markers than before); task_kl = D_KL(pretrained || steered) on the task-token
+    distribution, mean over positions and tasks (`task_kl_unsteered`: the fine-tune's own)."""
     started = time.perf_counter()
     world = P.persona_world(**(world_params or EM_WORLD))
     model, model_info = trained_model(world, EM_PRETRAIN)
     before = aligned_marker_masses(model, world)
     finetuned = narrow_finetune(model, world, EM_FINETUNE)
     after = aligned_marker_masses(finetuned, world)
-    vectors = reversal_vectors(finetuned, world)
+    vectors = {"pretrained": reversal_vectors(model, world), "fine-tuned": reversal_vectors(finetuned, world)}
     reversal = []
-    for method in ("belief-state", "difference-in-means"):
+    for source, method in itertools.product(vectors, ("belief-state", "difference-in-means")):
         for scale in scales:
-            steered = aligned_marker_masses(finetuned, world, scale * vectors[method])
-            reversal.append({"method": method, "scale": float(scale), "marker_mass": steered["marker_mass"],
+            steered = aligned_marker_masses(finetuned, world, scale * vectors[source][method])
+            reversal.append({"vectors_from": source, "method": method, "scale": float(scale),
+                             "marker_mass": steered["marker_mass"],
                              "recovery": {t: _recovery(before, after, steered, t) for t in TASKS},
-                             "task_kl": float(np.mean([kl_divergence(before["task_probs"][t], steered["task_probs"][t]).mean()
-                                                       for t in TASKS]))})
+                             "task_kl": _task_kl(before, steered)})
     return {"world": world_params or EM_WORLD, "model": model_info,
             "finetune": {"steps": EM_FINETUNE.steps, "lr": EM_FINETUNE.lr, "batch_size": EM_FINETUNE.batch_size},
             "marker_mass_before": before["marker_mass"], "marker_mass_after": after["marker_mass"],
-            "vector_norms": vectors["norms"], "reversal": reversal, "runtime_s": time.perf_counter() - started}
+            "task_kl_unsteered": _task_kl(before, after),
+            "vector_norms": {source: v["norms"] for source, v in vectors.items()}, "reversal": reversal,
+            "runtime_s": time.perf_counter() - started}
+
+
+def _task_kl(before: dict, other: dict) -> float:
+    return float(np.mean([kl_divergence(before["task_probs"][t], other["task_probs"][t]).mean() for t in TASKS]))
 
 
 def _recovery(before: dict, after: dict, steered: dict, task: str) -> float:
@@ -293,16 +302,21 @@ def _recovery(before: dict, after: dict, steered: dict, task: str) -> float:
 
 
 def format_em(result: dict) -> str:
-    before, after, norms = result["marker_mass_before"], result["marker_mass_after"], result["vector_norms"]
-    lines = [f"pretrained: loss {result['model']['model_loss']:.4f} vs Bayes-optimal {result['model']['optimal_loss']:.4f}",
+    before, after = result["marker_mass_before"], result["marker_mass_after"]
+    lines = [f"pretrained: loss {result['model']['model_loss']:.4f} vs Bayes-optimal {result['model']['optimal_loss']:.4f}; "
+             f"narrow fine-tune: {result['finetune']['steps']} steps at lr {result['finetune']['lr']:g} on the misaligned "
+             "persona doing task 0",
              "marker mass on aligned contexts (task 0 was fine-tuned, task 1 was not):",
              *[f"  task {t}: before {before[t]:.4f}  after {after[t]:.4f}" for t in TASKS],
-             f"steering vectors: belief-state norm {norms['belief-state']:.3f}, difference-in-means norm "
-             f"{norms['difference-in-means']:.3f} (rescaled to the belief-state norm), cosine {norms['cosine']:.3f}",
-             f"{'method':>20} {'scale':>6} {'marker t0':>10} {'marker t1':>10} {'recovery t0':>12} {'recovery t1':>12} "
-             f"{'task KL':>9}"]
+             f"  task-token KL(pretrained || fine-tuned): {result['task_kl_unsteered']:.4f}"]
+    for source, norms in result["vector_norms"].items():
+        lines.append(f"vectors from the {source} model: belief-state norm {norms['belief-state']:.3f}, difference-in-means "
+                     f"norm {norms['difference-in-means']:.3f} (rescaled to the belief-state norm), cosine {norms['cosine']:.3f}")
+    lines.append(f"{'vectors from':>12} {'method':>20} {'scale':>6} {'marker t0':>10} {'marker t1':>10} "
+                 f"{'recovery t0':>12} {'recovery t1':>12} {'task KL':>9}")
     for row in result["reversal"]:
-        lines.append(f"{row['method']:>20} {row['scale']:>6g} {row['marker_mass']['0']:>10.4f} {row['marker_mass']['1']:>10.4f} "
-                     f"{row['recovery']['0']:>12.3f} {row['recovery']['1']:>12.3f} {row['task_kl']:>9.4f}")
+        lines.append(f"{row['vectors_from']:>12} {row['method']:>20} {row['scale']:>6g} {row['marker_mass']['0']:>10.4f} "
+                     f"{row['marker_mass']['1']:>10.4f} {row['recovery']['0']:>12.3f} {row['recovery']['1']:>12.3f} "
+                     f"{row['task_kl']:>9.4f}")
     lines.append(f"runtime {result['runtime_s']:.1f} s")
     return "\n".join(lines)
