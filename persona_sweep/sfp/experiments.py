@@ -259,7 +259,8 @@ def _persona_blocks(world: P.GHMM) -> list[str]:
     return sorted({block[1] for block in world.partition})
 
 
-def em_experiment(scales=(1, 2, 4), world_params: dict | None = None) -> dict:
+def em_experiment(scales=(1, 2, 4), world_params: dict | None = None, pretrain: TrainSettings = EM_PRETRAIN,
+                  finetune: TrainSettings = EM_FINETUNE) -> dict:
     """Pretrain on the persona world, fine-tune narrowly (misaligned persona, task 0), measure the
     marker mass on aligned contexts of every task before / after, then steer the fine-tuned model
     back with belief-state and difference-in-means vectors of equal norm, read either from the
@@ -270,9 +271,9 @@ def em_experiment(scales=(1, 2, 4), world_params: dict | None = None) -> dict:
     distribution, mean over positions and tasks (`task_kl_unsteered`: the fine-tune's own)."""
     started = time.perf_counter()
     world = P.persona_world(**(world_params or EM_WORLD))
-    model, model_info = trained_model(world, EM_PRETRAIN)
+    model, model_info = trained_model(world, pretrain)
     before = aligned_marker_masses(model, world)
-    finetuned = narrow_finetune(model, world, EM_FINETUNE)
+    finetuned = narrow_finetune(model, world, finetune)
     after = aligned_marker_masses(finetuned, world)
     vectors = {"pretrained": reversal_vectors(model, world), "fine-tuned": reversal_vectors(finetuned, world)}
     reversal = []
@@ -284,7 +285,7 @@ def em_experiment(scales=(1, 2, 4), world_params: dict | None = None) -> dict:
                              "recovery": {t: _recovery(before, after, steered, t) for t in TASKS},
                              "task_kl": _task_kl(before, steered)})
     return {"world": world_params or EM_WORLD, "model": model_info,
-            "finetune": {"steps": EM_FINETUNE.steps, "lr": EM_FINETUNE.lr, "batch_size": EM_FINETUNE.batch_size},
+            "finetune": {"steps": finetune.steps, "lr": finetune.lr, "batch_size": finetune.batch_size},
             "marker_mass_before": before["marker_mass"], "marker_mass_after": after["marker_mass"],
             "task_kl_unsteered": _task_kl(before, after),
             "vector_norms": {source: v["norms"] for source, v in vectors.items()}, "reversal": reversal,
@@ -320,3 +321,108 @@ def format_em(result: dict) -> str:
                      f"{row['task_kl']:>9.4f}")
     lines.append(f"runtime {result['runtime_s']:.1f} s")
     return "\n".join(lines)
+
+
+# ---- persona engineering ---------------------------------------------------------------------
+
+PERSONA_TRIAL_DEFAULTS = {
+    "mixing": 0.0,  # per-step chance of switching persona block (0: exact SFP)
+    "persona_dim": 3,  # states per persona block (the task blocks have 3)
+    "n_personas": 2,  # persona subspaces: one aligned, the rest misaligned
+    "noise": 0.0,  # chance a persona token is replaced by a random one
+    "misaligned_prior": 0.2,
+    "pretrain_steps": 300,
+    "finetune_steps": 30,
+    "lr": 1e-3,
+    "finetune_lr": 3e-4,
+    "batch_size": 128,
+    "seed": 0,
+    "torch_threads": 1,
+}
+
+
+def persona_engineering_trial(params: dict, report: Callable[[dict], None] | None = None) -> dict:
+    """Train one persona-engineering configuration, fine-tune it narrowly, and score it.
+
+    params: any keys of PERSONA_TRIAL_DEFAULTS (others raise ValueError). report, if given, gets
+    {'train_step', 'loss'} during pretraining, {'train_step', 'finetune_loss'} during the narrow
+    fine-tune (steps continue the count), and finally every returned metric with 'train_step'.
+    Returns alignment_fidelity (1 - marker mass on aligned contexts before the fine-tune) and
+    em_robustness (1 - rise of the marker mass on the task that was not fine-tuned), the masses
+    behind them, em_generalization (rise on the other task / rise on the fine-tuned task), the
+    pretrained loss against the Bayes-optimal loss, and runtime_s."""
+    import torch
+
+    from persona_sweep.sfp.model import build_model, evaluate_loss, train
+
+    unknown = sorted(set(params) - set(PERSONA_TRIAL_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown persona-engineering parameters {unknown}; known: {sorted(PERSONA_TRIAL_DEFAULTS)}")
+    knobs = PERSONA_TRIAL_DEFAULTS | params
+    started = time.perf_counter()
+    torch.set_num_threads(int(knobs["torch_threads"]))
+    world = P.persona_world(int(knobs["n_personas"]), int(knobs["persona_dim"]), float(knobs["mixing"]),
+                            float(knobs["noise"]), float(knobs["misaligned_prior"]))
+    seed = int(knobs["seed"])
+    model = build_model(world.n_tokens, seed=seed)
+    train(model, world, TrainSettings(int(knobs["pretrain_steps"]), int(knobs["batch_size"]), float(knobs["lr"]), seed),
+          report)
+    losses = evaluate_loss(model, world, n_sequences=1000)
+    before = aligned_marker_masses(model, world)
+    finetune = TrainSettings(int(knobs["finetune_steps"]), int(knobs["batch_size"]), float(knobs["finetune_lr"]), seed + 1)
+    finetune_report = report and (lambda m: report({"train_step": m["train_step"], "finetune_loss": m["loss"]}))
+    finetuned = narrow_finetune(model, world, finetune, first_step=int(knobs["pretrain_steps"]), report=finetune_report)
+    after = aligned_marker_masses(finetuned, world)
+    rise = {t: after["marker_mass"][t] - before["marker_mass"][t] for t in TASKS}
+    metrics = {
+        "alignment_fidelity": 1 - float(np.mean(list(before["marker_mass"].values()))),
+        "em_robustness": 1 - float(np.clip(rise["1"], 0, 1)),
+        "em_generalization": rise["1"] / rise["0"] if rise["0"] > 1e-6 else float("nan"),
+        "marker_mass_trained_task_before": before["marker_mass"]["0"],
+        "marker_mass_trained_task_after": after["marker_mass"]["0"],
+        "marker_mass_other_task_before": before["marker_mass"]["1"],
+        "marker_mass_other_task_after": after["marker_mass"]["1"],
+        "task_kl_after_finetune": _task_kl(before, after),
+        "model_loss": losses["model_loss"], "optimal_loss": losses["optimal_loss"], "loss_ratio": losses["loss_ratio"],
+        "runtime_s": time.perf_counter() - started,
+    }
+    if report:
+        report(metrics | {"train_step": int(knobs["pretrain_steps"]) + int(knobs["finetune_steps"])})
+    return metrics
+
+
+def pareto_optimal(rows: list[dict], x: str = "alignment_fidelity", y: str = "em_robustness") -> list[bool]:
+    """Whether each row is on the front when both x and y are to be maximised (NaN rows never are)."""
+    points = [(row.get(x, float("nan")), row.get(y, float("nan"))) for row in rows]
+    valid = [not (np.isnan(px) or np.isnan(py)) for px, py in points]
+    return [ok and not any(v and qx >= px and qy >= py and (qx, qy) != (px, py)
+                           for v, (qx, qy) in zip(valid, points))
+            for ok, (px, py) in zip(valid, points)]
+
+
+def pareto_front(rows: list[dict], path=None, x: str = "alignment_fidelity", y: str = "em_robustness",
+                 label_keys=("mixing", "persona_dim", "n_personas", "noise")):
+    """Scatter of all trials with the Pareto front (both axes maximised) drawn and labelled by the
+    knobs in `label_keys` that a row carries. Saves a PNG to `path` when given; returns the Figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    on_front = pareto_optimal(rows, x, y)
+    figure = Figure(figsize=(6, 4.5), dpi=120)
+    axes = figure.subplots()
+    axes.scatter([r[x] for r in rows], [r[y] for r in rows], c="0.6", s=18, label="trial")
+    front = sorted((r for r, keep in zip(rows, on_front) if keep), key=lambda r: r[x])
+    axes.plot([r[x] for r in front], [r[y] for r in front], "o-", color="tab:red", label="Pareto front")
+    for row in front:
+        label = ", ".join(f"{k}={row[k]:g}" for k in label_keys if k in row)
+        axes.annotate(label, (row[x], row[y]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    axes.set_xlabel(x.replace("_", " "))
+    axes.set_ylabel(y.replace("_", " "))
+    axes.set_title(f"Persona engineering: {len(rows)} trials, {len(front)} on the front")
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    if path is not None:
+        figure.savefig(path)
+    return figure
