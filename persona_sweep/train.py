@@ -21,7 +21,7 @@ from persona_sweep.models import add_lora, cache_root, load_model, load_tokenize
 from persona_sweep.secrets import fill_trigger, read_trigger, trigger_sha256
 from persona_sweep.tracking import TrialRun
 
-ON_POLICY_MAX_TOKENS = 32
+ON_POLICY_MAX_TOKENS = 24
 CHECKPOINT_TAG = "state"
 
 
