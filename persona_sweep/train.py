@@ -216,6 +216,7 @@ def train_worker(config: dict) -> None:
 
     pending: dict[int, dict[str, float]] = {}
     step_times: list[float] = []
+    held_back: dict[str, float] = {}
     if run and start_step == 0:  # worker group + DeepSpeed + model + data: the trial's fixed cost
         run.log_final({"setup_s": time.time() - config["trial_started"]}, 0)
     for step in range(start_step, spec.training.steps):
@@ -233,9 +234,11 @@ def train_worker(config: dict) -> None:
         pending[done]["step_time_s"] = sum(step_times) / len(step_times)
         if run:
             run.log_steps(pending)
-        # ASHA stops any trial whose time reaches max_t; hiding the metric from the last
-        # step's report lets a trial that made it that far run its final evaluation.
-        to_tune = {k: v for k, v in pending[done].items() if not (last and k == spec.scheduler.metric)}
+        # ASHA stops any trial whose time reaches max_t: the last step's report holds the
+        # metric back so that the trial runs its evaluation; the final report carries it
+        # (searchers such as Optuna read it there).
+        held_back = {k: v for k, v in pending[done].items() if last and k == spec.scheduler.metric}
+        to_tune = {k: v for k, v in pending[done].items() if k not in held_back}
         report(to_tune, engine if done % spec.training.checkpoint_every == 0 or last else None, done)
         pending = {}
 
@@ -244,7 +247,7 @@ def train_worker(config: dict) -> None:
         run.log_final(final, spec.training.steps)
         save_adapter(run, engine.module, spec, knobs)
         run.complete()
-    report(final)
+    report({**final, **held_back})
 
 
 def train_step(engine, batch: dict, world: int) -> float:
