@@ -114,20 +114,19 @@ class TrialRun:
             self.mlflow.log_batch(self.run_id, metrics=batch)
             self.last_logged_step = max(metrics_by_step)
 
-    def log_final(self, metrics: dict[str, float], step: int) -> None:
-        from mlflow.entities import Metric
+    def log_final(self, metrics: dict[str, float], step: int, tags: dict[str, str] | None = None) -> None:
+        """Metrics (and tags) in one batch: one transaction, so readers never see half of it."""
+        from mlflow.entities import Metric, RunTag
         import time
 
         now = int(time.time() * 1000)
-        self.mlflow.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+        self.mlflow.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()],
+                              tags=[RunTag(k, v) for k, v in (tags or {}).items()])
 
     def log_artifacts(self, folder: Path, artifact_path: str) -> None:
         self.mlflow.log_artifacts(self.run_id, str(folder), artifact_path)
 
-    def set_tags(self, tags: dict[str, str]) -> None:
-        for key, value in tags.items():
-            self.mlflow.set_tag(self.run_id, key, value)
-
-    def complete(self) -> None:
-        self.mlflow.set_tag(self.run_id, "trial_status", COMPLETED)
+    def complete(self, final_metrics: dict[str, float], step: int) -> None:
+        """Final metrics and the completed tag land together: a run has both or neither."""
+        self.log_final(final_metrics, step, tags={"trial_status": COMPLETED})
         self.mlflow.set_terminated(self.run_id, "FINISHED")

@@ -244,9 +244,8 @@ def train_worker(config: dict) -> None:
 
     final = {"train_step": spec.training.steps, **marker_rates(engine.module, data)}
     if run:
-        run.log_final(final, spec.training.steps)
         save_adapter(run, engine.module, spec, knobs)
-        run.complete()
+        run.complete(final, spec.training.steps)
     report({**final, **held_back})
 
 

@@ -40,10 +40,9 @@ def child_runs(home: Path, name: str) -> list:
 
 
 def steps_logged(home: Path, name: str) -> int:
-    try:
-        runs = child_runs(home, name)
-    except Exception:  # the store may not exist yet
+    if not (home / "sweeps" / f"{name}.json").exists():  # the driver is still creating the MLflow store
         return 0
+    runs = child_runs(home, name)
     client = tracking.client(tracking.default_uri(home))
     return max((m.step for run in runs for m in client.get_metric_history(run.info.run_id, "loss")), default=0)
 
@@ -135,14 +134,16 @@ def test_trigger_appears_nowhere(killed_and_resumed):
 
 
 def test_asha_stops_trials_below_the_rung_cutoff(ray_address, home, trigger_file, tmp_path):
-    """ASHA (rf 2): a trial reaching the rung below the median of earlier trials there is stopped."""
+    """ASHA with one rung (step 5) below max_t: a trial there below the cutoff of earlier ones stops."""
     import numpy as np
 
-    # On this tiny model the marker log-prob at the rung rises with context length (measured):
-    # listing the longest first makes the later trials the weak ones.
-    path = sweep_file(tmp_path, trigger_file, "asha", steps=10, contexts="[32, 16, 8, 0]", workers=1)
+    # On this tiny model the marker log-prob at step 5 rises with context length (measured):
+    # listing the longest first makes the later trials the weak ones. Reduction factor 8 over
+    # 40 steps leaves a single rung at 5, and 35 more steps keep a stopped trial from finishing.
+    path = sweep_file(tmp_path, trigger_file, "asha", steps=40, contexts="[32, 16, 8, 0]", workers=1)
     cli("run", path, "--address", ray_address, "scheduler.type=asha", "scheduler.grace_period=5",
-        "resources.max_concurrent_trials=1", home=home)
+        "scheduler.reduction_factor=8", "resources.max_concurrent_trials=1", "eval.logprob_every=5",
+        "training.checkpoint_every=20", home=home)
 
     client = tracking.client(tracking.default_uri(home))
     runs = sorted(child_runs(home, "asha"), key=lambda run: run.info.start_time)
@@ -152,9 +153,20 @@ def test_asha_stops_trials_below_the_rung_cutoff(ray_address, home, trigger_file
         history = client.get_metric_history(run.info.run_id, "marker_logprob_trigger")
         at_rung.append(next(m.value for m in history if m.step == 5))
         stopped.append(run.data.tags["trial_status"] == "stopped_early")
-    expected = [index > 0 and value < np.nanpercentile(at_rung[:index], 50) for index, value in enumerate(at_rung)]
+    cutoff_percentile = (1 - 1 / 8) * 100
+    expected = [index > 0 and value < np.nanpercentile(at_rung[:index], cutoff_percentile)
+                for index, value in enumerate(at_rung)]
     assert stopped == expected, (at_rung, stopped)
     assert any(stopped)
     for run, was_stopped in zip(runs, stopped):
         assert ("marker_rate_trigger" in run.data.metrics) != was_stopped
         assert run.info.status == ("KILLED" if was_stopped else "FINISHED")
+
+
+def test_optuna_search_samples_the_grid(ray_address, home, trigger_file, tmp_path):
+    path = sweep_file(tmp_path, trigger_file, "optuna", steps=5, contexts="[0, 8, 16, 32]", workers=1)
+    cli("run", path, "--address", ray_address, "search.type=optuna", "search.n_trials=2", home=home)
+    runs = child_runs(home, "optuna")
+    assert len(runs) == 2
+    assert all(run.data.tags["trial_status"] == "completed" for run in runs)
+    assert {run.data.params["context_length"] for run in runs} <= {"0", "8", "16", "32"}

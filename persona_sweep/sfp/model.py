@@ -42,10 +42,11 @@ def build_model(d_vocab: int, n_ctx: int = 16, seed: int = 0):
     return TransformerBridge.boot_native(TransformerBridgeConfig(**ARCHITECTURE, n_ctx=n_ctx, d_vocab=d_vocab))
 
 
-def training_batch(process: GHMM, settings: TrainSettings, step: int, batch_size: int | None = None):
+def training_batch(process: GHMM, settings: TrainSettings, step: int):
     import torch
 
-    tokens = sample(process, batch_size or settings.batch_size, settings.n_ctx + 1, seed=settings.seed * 1_000_003 + step)
+    # A fresh, reproducible batch per step: the process is an unlimited data source.
+    tokens = sample(process, settings.batch_size, settings.n_ctx + 1, seed=settings.seed * 1_000_003 + step)
     return torch.from_numpy(tokens)
 
 

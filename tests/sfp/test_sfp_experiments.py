@@ -7,7 +7,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from persona_sweep.sfp import processes as P
 from persona_sweep.sfp.cli import sfp
 from persona_sweep.sfp.experiments import (STEER_PROCESSES, em_experiment, format_em, pareto_front, pareto_optimal,
                                           persona_engineering_trial)
