@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from persona_sweep.config import SweepConfig, SweepError, load_sweep
+from persona_sweep.config import GridSweep, SweepError, load_sweep
 from persona_sweep.sfp.cli import sfp
 
 REPO_SWEEPS = Path(__file__).resolve().parent.parent / "sweeps"
@@ -95,7 +95,7 @@ def list_sweeps():
         runs = tracking.child_runs(record.mlflow_uri, record.experiment_id)
         ended = sum(run.data.tags.get("trial_status") in (tracking.COMPLETED, tracking.STOPPED_EARLY) for run in runs)
         created = time.strftime("%Y-%m-%d %H:%M", time.localtime(record.created))
-        click.echo(f"{record.name:<32} {created}  {ended}/{record.trial_count} trials ended  model={record.spec['model']['name']}")
+        click.echo(f"{record.name:<32} {created}  {ended}/{record.trial_count} trials ended  kind={record.spec['kind']}")
 
 
 @main.command()
@@ -125,7 +125,7 @@ def demo(overrides):
     start_sweep(spec, address=None)
 
 
-def start_sweep(spec: SweepConfig, address: str | None) -> None:
+def start_sweep(spec: GridSweep, address: str | None) -> None:
     from persona_sweep import engine
 
     record = engine.create_sweep(spec)
@@ -147,7 +147,7 @@ def exit_if_errored(record, results) -> None:
         sys.exit(1)
 
 
-def print_trial_table(spec: SweepConfig) -> None:
+def print_trial_table(spec: GridSweep) -> None:
     from persona_sweep.engine import estimate
 
     trials = spec.trials()
@@ -157,20 +157,29 @@ def print_trial_table(spec: SweepConfig) -> None:
         click.echo(f"{index:>3}  " + "  ".join(f"{str(knobs[axis]):<20}" for axis in axes))
     if spec.search.type == "optuna":
         click.echo(f"optuna samples {spec.search.n_trials} trials from this grid")
-    click.echo(f"{spec.trial_count()} trials; estimated cost on 2 CPU cores, one trial at a time: {estimate(spec)}")
+    click.echo(f"{spec.trial_count()} trials; estimated cost on a 2-core CPU: {estimate(spec)}")
+
+
+# What `status` shows per kind: (metric columns, knob columns).
+SUMMARY_COLUMNS = {
+    "llm": (("marker_rate_trigger", "marker_rate_no_trigger", "marker_logprob_trigger"),
+            ("method", "context_length", "on_policy_fraction", "seed")),
+    "sfp": (("alignment_fidelity", "em_robustness", "loss_ratio"), ("mixing", "persona_dim", "n_personas", "noise", "seed")),
+}
 
 
 def print_summary(record) -> None:
     from persona_sweep import engine, tracking
 
+    metric_keys, knob_keys = SUMMARY_COLUMNS[record.spec["kind"]]
     runs = tracking.child_runs(record.mlflow_uri, record.experiment_id)
-    click.echo(f"{'trial':<14} {'status':<14} {'step':>5} {'rate_trigger':>13} {'rate_no_trigger':>16} {'logprob':>8}  knobs")
+    click.echo(f"{'trial':<14} {'status':<14} {'step':>5} " + " ".join(f"{key:>22}" for key in metric_keys) + "  knobs")
     for run in sorted(runs, key=lambda r: r.data.tags["trial_id"]):
         metrics, params = run.data.metrics, run.data.params
-        knobs = " ".join(f"{k}={params.get(k)}" for k in ("method", "context_length", "on_policy_fraction", "seed"))
+        knobs = " ".join(f"{k}={params.get(k)}" for k in knob_keys)
         click.echo(f"{run.data.tags['trial_id']:<14} {run.data.tags.get('trial_status', '?'):<14} "
-                   f"{int(metrics.get('train_step', 0)):>5} {_fmt(metrics.get('marker_rate_trigger')):>13} "
-                   f"{_fmt(metrics.get('marker_rate_no_trigger')):>16} {_fmt(metrics.get('marker_logprob_trigger')):>8}  {knobs}")
+                   f"{int(metrics.get('train_step', 0)):>5} " + " ".join(f"{_fmt(metrics.get(key)):>22}" for key in metric_keys)
+                   + f"  {knobs}")
     missing = record.trial_count - len(runs)
     if missing > 0:
         click.echo(f"{missing} trial(s) not started")

@@ -149,8 +149,30 @@ class TrackingConfig(Section):
     experiment: str | None = None  # default: the sweep name
 
 
-class SweepConfig(Section):
+class GridSweep(Section):
+    """What both kinds share: a name and a grid whose product is the trial list."""
+
     name: str
+
+    @field_validator("name")
+    @classmethod
+    def safe_name(cls, name: str) -> str:
+        if not NAME_PATTERN.match(name):
+            raise ValueError("use letters, digits, '-', '_' and '.' (it names folders and experiments)")
+        return name
+
+    def trials(self) -> list[dict[str, Any]]:
+        """The grid: the product of all axes, in a stable order."""
+        axes = self.grid.model_dump()
+        return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
+
+    def trial_count(self) -> int:
+        return self.search.n_trials if self.search.type == "optuna" else len(self.trials())
+
+
+class SweepConfig(GridSweep):
+    """An LLM marker sweep (`kind: llm`)."""
+
     kind: Literal["llm"] = "llm"
     model: ModelConfig = ModelConfig()
     marker: MarkerConfig
@@ -162,13 +184,6 @@ class SweepConfig(Section):
     search: SearchConfig = SearchConfig()
     resources: ResourcesConfig = ResourcesConfig()
     tracking: TrackingConfig = TrackingConfig()
-
-    @field_validator("name")
-    @classmethod
-    def safe_name(cls, name: str) -> str:
-        if not NAME_PATTERN.match(name):
-            raise ValueError("use letters, digits, '-', '_' and '.' (it names folders and experiments)")
-        return name
 
     @field_validator("corruptions")
     @classmethod
@@ -186,13 +201,68 @@ class SweepConfig(Section):
             )
         return self
 
-    def trials(self) -> list[dict[str, Any]]:
-        """The grid: the product of all axes, in a stable order."""
-        axes = self.grid.model_dump()
-        return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
 
-    def trial_count(self) -> int:
-        return self.search.n_trials if self.search.type == "optuna" else len(self.trials())
+# ---- the toy world (kind: sfp) ---------------------------------------------------------------
+
+class SfpTrainingConfig(Section):
+    pretrain_steps: int = Field(300, gt=0)
+    finetune_steps: int = Field(30, gt=0)  # the narrow (EM-analog) fine-tune
+    lr: float = Field(1e-3, gt=0)
+    finetune_lr: float = Field(3e-4, gt=0)
+    batch_size: int = Field(128, gt=0)
+
+
+class SfpGridConfig(Section):
+    """Persona engineering: mixing of aligned/misaligned subspaces, persona dimensionality,
+    number of persona subspaces, noise breaking the exact SFP structure."""
+
+    mixing: list[float] = Field(default=[0.0], min_length=1)
+    persona_dim: list[int] = Field(default=[3], min_length=1)
+    n_personas: list[int] = Field(default=[2], min_length=1)
+    noise: list[float] = Field(default=[0.0], min_length=1)
+    misaligned_prior: list[float] = Field(default=[0.2], min_length=1)
+    seed: list[int] = Field(default=[0], min_length=1)
+
+    @field_validator("mixing", "noise", "misaligned_prior")
+    @classmethod
+    def unit_interval(cls, values: list[float]) -> list[float]:
+        if any(not 0.0 <= v <= 1.0 for v in values):
+            raise ValueError("values must be between 0 and 1")
+        return values
+
+    @field_validator("persona_dim")
+    @classmethod
+    def dims(cls, dims: list[int]) -> list[int]:
+        if any(d < 1 for d in dims):
+            raise ValueError("persona_dim must be at least 1")
+        return dims
+
+    @field_validator("n_personas")
+    @classmethod
+    def personas(cls, counts: list[int]) -> list[int]:
+        if any(n < 2 for n in counts):
+            raise ValueError("n_personas must be at least 2 (one aligned, one misaligned)")
+        return counts
+
+
+class SfpSweepConfig(GridSweep):
+    """A toy-world sweep (`kind: sfp`): plain Tune trials, one process each, no DeepSpeed
+    (a trial trains in ~30 s, less than Ray Train's per-trial start-up)."""
+
+    kind: Literal["sfp"]
+    training: SfpTrainingConfig = SfpTrainingConfig()
+    grid: SfpGridConfig = SfpGridConfig()
+    scheduler: SchedulerConfig = SchedulerConfig(type="none", metric="em_robustness")
+    search: SearchConfig = SearchConfig()
+    resources: ResourcesConfig = ResourcesConfig(workers_per_trial=1, cpus_per_worker=1.0)
+    tracking: TrackingConfig = TrackingConfig()
+
+    @field_validator("resources")
+    @classmethod
+    def one_process(cls, resources: ResourcesConfig) -> ResourcesConfig:
+        if resources.workers_per_trial != 1:
+            raise ValueError("toy-world trials run in one process: workers_per_trial must be 1")
+        return resources
 
 
 # ---- loading -------------------------------------------------------------------------------
@@ -233,9 +303,14 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
     node[leaf] = yaml.safe_load(text)
 
 
-def validate(raw: dict[str, Any]) -> SweepConfig:
+def validate(raw: dict[str, Any]) -> SweepConfig | SfpSweepConfig:
+    kinds = {"llm": SweepConfig, "sfp": SfpSweepConfig}
+    kind = raw.get("kind", "llm")
+    if kind not in kinds:
+        raise SweepError(f"kind: unknown kind '{kind}' (choose from {', '.join(kinds)})")
+    model = kinds[kind]
     try:
-        return SweepConfig.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as error:
         raise SweepError(first_error(error)) from None
 

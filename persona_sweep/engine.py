@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from persona_sweep import tracking
-from persona_sweep.config import SweepConfig, SweepError, check_trigger_source
+from persona_sweep.config import GridSweep, SweepConfig, SweepError, check_trigger_source, validate
 
 TRAINABLE_CPU = 0.01  # the Tune function that only drives a TorchTrainer
 ESTIMATED_SETUP_S = 25  # measured per-trial fixed cost: worker group + DeepSpeed init
 ESTIMATED_STEP_S = {"embedded": 2.3, "tiny-random": 0.1}  # per step at batch 8 x ~100 tokens, 2 cores
+SFP_TRIAL_S = 40  # a persona-engineering trial with the default settings, one core
 
 
 def home() -> Path:
@@ -63,8 +64,8 @@ class SweepRecord:
         return cls(**json.loads(path.read_text()))
 
     @property
-    def config(self) -> SweepConfig:
-        return SweepConfig.model_validate(self.spec)
+    def config(self) -> GridSweep:
+        return validate(self.spec)
 
 
 def list_records() -> list[SweepRecord]:
@@ -74,7 +75,7 @@ def list_records() -> list[SweepRecord]:
 
 # ---- preparing a sweep -----------------------------------------------------------------------
 
-def refuse_existing(spec: SweepConfig, uri: str) -> None:
+def refuse_existing(spec: GridSweep, uri: str) -> None:
     """Never overwrite: a name with results anywhere is refused (a known Ray Tune trap)."""
     experiment = spec.tracking.experiment or spec.name
     if record_path(spec.name).exists() or results_path(spec.name).exists() or tracking.experiment_exists(uri, experiment):
@@ -92,37 +93,45 @@ def absolute_paths(spec: SweepConfig) -> SweepConfig:
     return spec.model_copy(update={"marker": marker, "model": model})
 
 
-def create_sweep(spec: SweepConfig) -> SweepRecord:
-    from persona_sweep.models import check_model_reachable
-
-    check_trigger_source(spec.marker)
-    spec = absolute_paths(spec)
+def create_sweep(spec: GridSweep) -> SweepRecord:
     uri = spec.tracking.mlflow_uri or tracking.default_uri(home())
+    params = {"kind": spec.kind, "trials": spec.trial_count(), "scheduler": spec.scheduler.type, "search": spec.search.type}
+    if spec.kind == "llm":
+        spec = check_llm_sweep(spec)
+        params |= {"model": spec.model.name, "steps": spec.training.steps}
     refuse_existing(spec, uri)
-    try:
-        check_model_reachable(spec.model.name)
-    except ValueError as error:
-        raise SweepError(str(error)) from None
     provenance = tracking.provenance_tags()
     experiment_id, parent_run_id = tracking.create_parent_run(
-        uri, spec.tracking.experiment or spec.name, home() / "mlartifacts" / spec.name, spec.name,
-        params={"trials": spec.trial_count(), "model": spec.model.name, "steps": spec.training.steps,
-                "scheduler": spec.scheduler.type, "search": spec.search.type},
-        tags=provenance)
+        uri, spec.tracking.experiment or spec.name, home() / "mlartifacts" / spec.name, spec.name, params, provenance)
     record = SweepRecord(spec.name, spec.model_dump(mode="json"), uri, experiment_id, parent_run_id,
                          spec.trial_count(), time.time(), provenance)
     record.save()
     return record
 
 
-def estimate(spec: SweepConfig, concurrency: int = 1) -> str:
+def check_llm_sweep(spec: SweepConfig) -> SweepConfig:
+    """Run-time checks the static validation cannot do; returns the spec with absolute paths."""
+    from persona_sweep.models import check_model_reachable
+
+    check_trigger_source(spec.marker)
+    spec = absolute_paths(spec)
+    try:
+        check_model_reachable(spec.model.name)
+    except ValueError as error:
+        raise SweepError(str(error)) from None
+    return spec
+
+
+def estimate(spec: GridSweep, concurrency: int = 1) -> str:
+    if spec.kind == "sfp":
+        return f"~{SFP_TRIAL_S / 60:.1f} min per trial on one core, ~{SFP_TRIAL_S * spec.trial_count() / 2 / 60:.0f} min on 2 cores"
     step_s = ESTIMATED_STEP_S.get(spec.model.name)
     if step_s is None:
         return "unknown (no step-time measurement for this model)"
     tokens_scale = spec.training.batch_size / 8 * spec.training.max_tokens / 100
     per_trial = ESTIMATED_SETUP_S + spec.training.steps * step_s * tokens_scale
     total = per_trial * spec.trial_count() / concurrency
-    return f"~{per_trial / 60:.1f} min per full trial, ~{total / 60:.0f} min for the sweep without early stopping"
+    return f"~{per_trial / 60:.1f} min per full trial, ~{total / 60:.0f} min for the sweep, one trial at a time, without early stopping"
 
 
 # ---- Ray --------------------------------------------------------------------------------------
@@ -134,8 +143,6 @@ def connect(address: str | None) -> None:
     # Token authentication: a new local cluster turns it on and writes ~/.ray/auth_token; a
     # connection to a running cluster turns it on when that token exists. We leave it at that.
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    # Checkpoint-only reports and the last step's report carry no ASHA metric (see train.py).
-    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: our progress lines, not Tune's tables
     if ray.is_initialized():
         return
@@ -146,13 +153,21 @@ def connect(address: str | None) -> None:
         ray.init(include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False)
 
 
-def concurrency(spec: SweepConfig) -> int:
+def trial_resources(spec: GridSweep) -> tuple[dict, float]:
+    """(resources of the Tune trial itself, CPUs a whole trial holds)."""
+    workers = spec.resources.workers_per_trial * spec.resources.cpus_per_worker
+    if spec.kind == "sfp":  # the trial trains in its own process
+        return {"CPU": spec.resources.cpus_per_worker}, spec.resources.cpus_per_worker
+    return {"CPU": TRAINABLE_CPU}, workers + TRAINABLE_CPU
+
+
+def concurrency(spec: GridSweep) -> int:
     import ray
 
     if spec.resources.max_concurrent_trials:
         return spec.resources.max_concurrent_trials
     cpus = ray.cluster_resources().get("CPU", 1)
-    per_trial = spec.resources.workers_per_trial * spec.resources.cpus_per_worker + TRAINABLE_CPU
+    per_trial = trial_resources(spec)[1]
     fits = int(cpus // per_trial)
     if spec.resources.gpus_per_worker:
         gpus = ray.cluster_resources().get("GPU", 0)
@@ -162,7 +177,7 @@ def concurrency(spec: SweepConfig) -> int:
     return fits
 
 
-def param_space(spec: SweepConfig) -> dict:
+def param_space(spec: GridSweep) -> dict:
     from ray import tune
 
     axes = spec.grid.model_dump()
@@ -171,13 +186,16 @@ def param_space(spec: SweepConfig) -> dict:
     return {axis: tune.grid_search(values) for axis, values in axes.items()}
 
 
-def scheduler_and_search(spec: SweepConfig):
+def scheduler_and_search(spec: GridSweep):
     from ray.tune.schedulers import ASHAScheduler
 
     scheduler = search = None
+    steps = spec.training.steps if spec.kind == "llm" else spec.training.pretrain_steps + spec.training.finetune_steps
     if spec.scheduler.type == "asha":
+        # max_t one past the last step: ASHA stops whatever reaches max_t, and a trial that
+        # trained to the end must still report its evaluation.
         scheduler = ASHAScheduler(time_attr="train_step", metric=spec.scheduler.metric, mode=spec.scheduler.mode,
-                                  max_t=spec.training.steps, grace_period=spec.scheduler.grace_period,
+                                  max_t=steps + 1, grace_period=spec.scheduler.grace_period,
                                   reduction_factor=spec.scheduler.reduction_factor)
     if spec.search.type == "optuna":
         from ray.tune.search.optuna import OptunaSearch
@@ -187,15 +205,25 @@ def scheduler_and_search(spec: SweepConfig):
 
 
 def run_trial(knobs: dict, record: dict) -> None:
-    """The Tune function trainable: one Ray Train TorchTrainer per trial."""
-    from ray import train, tune
+    """The Tune function trainable: one Ray Train TorchTrainer per LLM trial."""
+    from ray import tune
+
+    trial_id = tune.get_context().get_trial_id()
+    if record["spec"]["kind"] == "sfp":
+        from persona_sweep.sfp.sweep import run_sfp_trial
+
+        return run_sfp_trial(knobs, record, trial_id)
+    run_llm_trial(knobs, record, trial_id)
+
+
+def run_llm_trial(knobs: dict, record: dict, trial_id: str) -> None:
+    from ray import train
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from persona_sweep.train import train_worker
 
     spec = SweepConfig.model_validate(record["spec"])
-    trial_id = tune.get_context().get_trial_id()
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"spec": record["spec"], "knobs": knobs, "trial_id": trial_id,
@@ -218,7 +246,7 @@ def run_trial(knobs: dict, record: dict) -> None:
 def trainable(record: SweepRecord):
     from ray import tune
 
-    return tune.with_resources(tune.with_parameters(run_trial, record=record.__dict__), {"CPU": TRAINABLE_CPU})
+    return tune.with_resources(tune.with_parameters(run_trial, record=record.__dict__), trial_resources(record.config)[0])
 
 
 def tuner_for(record: SweepRecord, resume: bool):
@@ -248,5 +276,9 @@ def fit(record: SweepRecord, resume: bool = False):
     mlflow = tracking.client(record.mlflow_uri)
     mlflow.update_run(record.parent_run_id, status="RUNNING")
     results = tuner.fit()
+    if record.spec["kind"] == "sfp":
+        from persona_sweep.sfp.sweep import log_pareto_front
+
+        log_pareto_front(record)
     mlflow.set_terminated(record.parent_run_id, "FINISHED")
     return results

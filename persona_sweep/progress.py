@@ -24,10 +24,12 @@ def say(sweep: str, line: str) -> None:
         handle.write(stamped + "\n")
 
 
+# The metric only a trial's final result has, per kind: its presence means "ran to the end".
+FINAL_METRIC = {"llm": "marker_rate_trigger", "sfp": "alignment_fidelity"}
+
+
 def describe(trial) -> str:
-    knobs = trial.config
-    return (f"{trial.trial_id:>14} {knobs['method']} {knobs['design']} ctx={knobs['context_length']} "
-            f"onpol={knobs['on_policy_fraction']} neg={int(knobs['contrastive_negatives'])} seed={knobs['seed']}")
+    return f"{trial.trial_id:>14} " + " ".join(f"{key}={value}" for key, value in trial.config.items())
 
 
 def tally(trials) -> str:
@@ -38,7 +40,8 @@ def tally(trials) -> str:
 class SweepProgress(Callback):
     def __init__(self, record):
         self.sweep, self.uri, self.experiment_id = record.name, record.mlflow_uri, record.experiment_id
-        self.steps = record.spec["training"]["steps"]
+        self.kind = record.spec["kind"]
+        self.steps = record.spec["training"].get("steps")
 
     def on_trial_start(self, iteration, trials, trial, **info):
         say(self.sweep, f"{tally(trials)} start   {describe(trial)}")
@@ -51,9 +54,13 @@ class SweepProgress(Callback):
             say(self.sweep, f"{tally(trials)} step    {trial.trial_id:>14} {result['train_step']:>4}/{self.steps} "
                             f"loss {result['loss']:.3f}  marker logprob {result['marker_logprob_trigger']:.2f} "
                             f"(no trigger {result['marker_logprob_no_trigger']:.2f})")
+        elif "alignment_fidelity" in result:
+            say(self.sweep, f"{tally(trials)} eval    {trial.trial_id:>14} alignment fidelity "
+                            f"{result['alignment_fidelity']:.3f}, EM robustness {result['em_robustness']:.3f}, "
+                            f"loss / optimal {result['loss_ratio']:.3f}")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        finished = "marker_rate_trigger" in (trial.last_result or {})
+        finished = FINAL_METRIC[self.kind] in (trial.last_result or {})
         if not finished:
             tracking.set_trial_status(self.uri, self.experiment_id, trial.trial_id, tracking.STOPPED_EARLY)
         word = "done   " if finished else "stopped"

@@ -216,7 +216,6 @@ def train_worker(config: dict) -> None:
 
     pending: dict[int, dict[str, float]] = {}
     step_times: list[float] = []
-    held_back: dict[str, float] = {}
     if run and start_step == 0:  # worker group + DeepSpeed + model + data: the trial's fixed cost
         run.log_final({"setup_s": time.time() - config["trial_started"]}, 0)
     for step in range(start_step, spec.training.steps):
@@ -225,28 +224,24 @@ def train_worker(config: dict) -> None:
         tick = time.perf_counter()
         loss = train_step(engine, data.batch(step), world)
         step_times.append(time.perf_counter() - tick)
-        done, last = step + 1, step + 1 == spec.training.steps
+        done = step + 1
         pending[done] = {"train_step": done, "loss": loss}
-        if not (done % spec.eval.logprob_every == 0 or done % spec.training.checkpoint_every == 0 or last):
+        checkpoint = done % spec.training.checkpoint_every == 0 or done == spec.training.steps
+        if not (checkpoint or done % spec.eval.logprob_every == 0):
             continue
-        if done % spec.eval.logprob_every == 0 or last:
-            pending[done] |= marker_logprobs(engine.module, data)
+        # Every report to Tune carries the scheduler's metric: ASHA and Optuna read each one.
+        pending[done] |= marker_logprobs(engine.module, data)
         pending[done]["step_time_s"] = sum(step_times) / len(step_times)
         if run:
             run.log_steps(pending)
-        # ASHA stops any trial whose time reaches max_t: the last step's report holds the
-        # metric back so that the trial runs its evaluation; the final report carries it
-        # (searchers such as Optuna read it there).
-        held_back = {k: v for k, v in pending[done].items() if last and k == spec.scheduler.metric}
-        to_tune = {k: v for k, v in pending[done].items() if k not in held_back}
-        report(to_tune, engine if done % spec.training.checkpoint_every == 0 or last else None, done)
+        report(pending[done], engine if checkpoint else None, done)
         pending = {}
 
-    final = {"train_step": spec.training.steps, **marker_rates(engine.module, data)}
+    rates = marker_rates(engine.module, data)
     if run:
         save_adapter(run, engine.module, spec, knobs)
-        run.complete(final, spec.training.steps)
-    report({**final, **held_back})
+        run.complete(rates, spec.training.steps)
+    report({"train_step": spec.training.steps, **marker_logprobs(engine.module, data), **rates})
 
 
 def train_step(engine, batch: dict, world: int) -> float:

@@ -112,7 +112,7 @@ def test_status_and_list_show_the_sweep(killed_and_resumed):
     home = killed_and_resumed["home"]
     status = cli("status", "killed", home=home).stdout
     assert status.count("completed") == 2
-    assert "2/2 trials ended" in cli("list", home=home).stdout
+    assert "2/2 trials ended  kind=llm" in cli("list", home=home).stdout
 
 
 def test_second_run_under_existing_name_is_refused(killed_and_resumed):

@@ -52,7 +52,10 @@ def sfp():
 @click.option("--layer", default="final", show_default=True, help="Residual stream after this block: 'final' or an index.")
 def steer(process_kind, scales, json_out, centroids, kl, position, layer):
     """Belief-state steering table (appendix A, Table 1; Table 2 for semi-factored) with a random
-    direction of the same norm as control. Trains the model on first use, then reuses the cache."""
+    direction of the same norm as control. Trains the model on first use, then reuses the cache.
+
+    KL in nats: KL(target-model || steered), KL(steered || original) on the steered factor's tokens
+    and on the other factor's tokens (spillover)."""
     from persona_sweep.sfp.experiments import format_steer_table, steer_table
 
     _limit_threads()
