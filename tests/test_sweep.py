@@ -170,3 +170,26 @@ def test_optuna_search_samples_the_grid(ray_address, home, trigger_file, tmp_pat
     assert len(runs) == 2
     assert all(run.data.tags["trial_status"] == "completed" for run in runs)
     assert {run.data.params["context_length"] for run in runs} <= {"0", "8", "16", "32"}
+
+
+def test_killed_worker_is_replaced_and_the_trial_continues_from_its_checkpoint(ray_address, home, trigger_file, tmp_path):
+    """Ray Train's FailureConfig restarts the worker group; the trial resumes from its checkpoint."""
+    import psutil
+
+    path = sweep_file(tmp_path, trigger_file, "worker-kill", steps=30, contexts="[8]", workers=2)
+    driver = start_cli("run", path, "--address", ray_address, home=home, log=tmp_path / "driver.log")
+    try:
+        wait_for(lambda: steps_logged(home, "worker-kill") >= 10 or driver.poll() is not None, 600, "a checkpoint")
+        workers = [p for p in psutil.process_iter(["cmdline"]) if "ray::RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
+        assert workers, "no Ray Train worker process found"
+        workers[0].kill()
+        assert driver.wait(600) == 0, (tmp_path / "driver.log").read_text()[-3000:]
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    (run,) = child_runs(home, "worker-kill")
+    assert run.data.tags["trial_status"] == "completed"
+    assert run.data.metrics["resumed_from_step"] >= 5
+    client = tracking.client(tracking.default_uri(home))
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
+    assert sorted(steps) == list(range(1, 31))
