@@ -114,7 +114,7 @@ class TrialRun:
             self.mlflow.log_batch(self.run_id, metrics=batch)
             self.last_logged_step = max(metrics_by_step)
 
-    def log_final(self, metrics: dict[str, float], step: int, tags: dict[str, str] | None = None) -> None:
+    def log_metrics(self, metrics: dict[str, float], step: int, tags: dict[str, str] | None = None) -> None:
         """Metrics (and tags) in one batch: one transaction, so readers never see half of it."""
         from mlflow.entities import Metric, RunTag
         import time
@@ -128,5 +128,5 @@ class TrialRun:
 
     def complete(self, final_metrics: dict[str, float], step: int) -> None:
         """Final metrics and the completed tag land together: a run has both or neither."""
-        self.log_final(final_metrics, step, tags={"trial_status": COMPLETED})
+        self.log_metrics(final_metrics, step, tags={"trial_status": COMPLETED})
         self.mlflow.set_terminated(self.run_id, "FINISHED")

@@ -217,7 +217,7 @@ def train_worker(config: dict) -> None:
     pending: dict[int, dict[str, float]] = {}
     step_times: list[float] = []
     if run and start_step == 0:  # worker group + DeepSpeed + model + data: the trial's fixed cost
-        run.log_final({"setup_s": time.time() - config["trial_started"]}, 0)
+        run.log_metrics({"setup_s": time.time() - config["trial_started"]}, 0)
     for step in range(start_step, spec.training.steps):
         if (step - start_step) % spec.training.on_policy_refresh_every == 0 and knobs["on_policy_fraction"] > 0:
             data.refresh_on_policy(engine.module, step)
@@ -261,7 +261,7 @@ def open_run(config: dict, spec: SweepConfig, knobs: dict, trigger: str, data: M
                                                              for e in data.examples])}
     run = TrialRun(config["mlflow_uri"], config["experiment_id"], config["parent_run_id"], config["trial_id"], params, tags)
     if start_step:
-        run.log_final({"resumed_from_step": start_step}, start_step)
+        run.log_metrics({"resumed_from_step": start_step}, start_step)
     return run
 
 
