@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,6 +138,19 @@ def estimate(spec: GridSweep, concurrency: int = 1) -> str:
 
 # ---- Ray --------------------------------------------------------------------------------------
 
+def ensure_auth_token() -> None:
+    """With RAY_AUTH_MODE=token, Ray expects the token to exist already (a new local cluster
+    started that way does not write one): create it as `ray get-auth-token --generate` does."""
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+        return
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return
+    if (Path.home() / ".ray" / "auth_token").exists():
+        return
+    ray_cli = Path(sys.executable).parent / "ray"
+    subprocess.run([str(ray_cli), "get-auth-token", "--generate"], capture_output=True, check=True, timeout=120)
+
+
 def connect(address: str | None) -> None:
     """An embedded local Ray without `address`; otherwise `auto`, `host:6379` or `ray://host:10001`."""
     import ray
@@ -146,6 +161,7 @@ def connect(address: str | None) -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: our progress lines, not Tune's tables
     if ray.is_initialized():
         return
+    ensure_auth_token()
     if address:
         ray.init(address=address, log_to_driver=False)
     else:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from persona_sweep.engine import ensure_auth_token
+
 BIN = Path(sys.executable).parent
 CLI = [str(BIN / "persona-sweep")]
 
@@ -31,6 +33,9 @@ def ray_address(tmp_path_factory):
     temp_dir = tmp_path_factory.mktemp("ray")
     port = free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAY_AUTH_MODE", "token")
+        ensure_auth_token()
     subprocess.run([str(BIN / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
                     "--num-cpus", "2", "--dashboard-host", "127.0.0.1", "--temp-dir", str(temp_dir),
                     "--disable-usage-stats"], env=env, check=True, capture_output=True, timeout=120)
