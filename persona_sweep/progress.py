@@ -32,30 +32,31 @@ def describe(trial) -> str:
     return f"{trial.trial_id:>14} " + " ".join(f"{key}={value}" for key, value in trial.config.items())
 
 
-def tally(trials) -> str:
+def tally(trials, total: int) -> str:
+    """Tune creates trials lazily, so the total comes from the sweep record."""
     finished = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
-    return f"[{finished}/{len(trials)} done]"
+    return f"[{finished}/{total} done]"
 
 
 class SweepProgress(Callback):
     def __init__(self, record):
         self.sweep, self.uri, self.experiment_id = record.name, record.mlflow_uri, record.experiment_id
-        self.kind = record.spec["kind"]
+        self.kind, self.total = record.spec["kind"], record.trial_count
         self.steps = record.spec["training"].get("steps")
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        say(self.sweep, f"{tally(trials)} start   {describe(trial)}")
+        say(self.sweep, f"{tally(trials, self.total)} start   {describe(trial)}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if "marker_rate_trigger" in result:
-            say(self.sweep, f"{tally(trials)} eval    {trial.trial_id:>14} marker rate with trigger "
+            say(self.sweep, f"{tally(trials, self.total)} eval    {trial.trial_id:>14} marker rate with trigger "
                             f"{result['marker_rate_trigger']:.2f}, without {result['marker_rate_no_trigger']:.2f}")
         elif "marker_logprob_trigger" in result:
-            say(self.sweep, f"{tally(trials)} step    {trial.trial_id:>14} {result['train_step']:>4}/{self.steps} "
+            say(self.sweep, f"{tally(trials, self.total)} step    {trial.trial_id:>14} {result['train_step']:>4}/{self.steps} "
                             f"loss {result['loss']:.3f}  marker logprob {result['marker_logprob_trigger']:.2f} "
                             f"(no trigger {result['marker_logprob_no_trigger']:.2f})")
         elif "alignment_fidelity" in result:
-            say(self.sweep, f"{tally(trials)} eval    {trial.trial_id:>14} alignment fidelity "
+            say(self.sweep, f"{tally(trials, self.total)} eval    {trial.trial_id:>14} alignment fidelity "
                             f"{result['alignment_fidelity']:.3f}, EM robustness {result['em_robustness']:.3f}, "
                             f"loss / optimal {result['loss_ratio']:.3f}")
 
@@ -65,8 +66,8 @@ class SweepProgress(Callback):
             tracking.set_trial_status(self.uri, self.experiment_id, trial.trial_id, tracking.STOPPED_EARLY)
         word = "done   " if finished else "stopped"
         step = (trial.last_result or {}).get("train_step", 0)
-        say(self.sweep, f"{tally(trials)} {word} {trial.trial_id:>14} at step {step}")
+        say(self.sweep, f"{tally(trials, self.total)} {word} {trial.trial_id:>14} at step {step}")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         tracking.set_trial_status(self.uri, self.experiment_id, trial.trial_id, tracking.ERRORED)
-        say(self.sweep, f"{tally(trials)} ERROR   {trial.trial_id:>14} (see {trial.path}; resume retries it)")
+        say(self.sweep, f"{tally(trials, self.total)} ERROR   {trial.trial_id:>14} (see {trial.path}; resume retries it)")
