@@ -18,9 +18,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def demo_spec(steps: int, trigger_file: Path, name: str):
+def demo_spec(steps: int | None, trigger_file: Path, name: str):
     from persona_sweep.config import load_sweep
 
+    demo = load_sweep(REPO / "sweeps" / "demo.yaml", [f"marker.trigger_file={trigger_file}"])
+    steps = steps or demo.training.steps
     return load_sweep(REPO / "sweeps" / "demo.yaml", [
         f"name={name}", f"marker.trigger_file={trigger_file}", f"training.steps={steps}",
         "grid.context_length=[64]", "grid.on_policy_fraction=[0.0]", "grid.seed=[0]",
@@ -67,7 +69,7 @@ def engine_run(spec) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=30, help="the demo's steps (default 30)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default: the demo's)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as folder:
