@@ -208,10 +208,8 @@ def scheduler_and_search(spec: GridSweep):
     scheduler = search = None
     steps = spec.training.steps if spec.kind == "llm" else spec.training.pretrain_steps + spec.training.finetune_steps
     if spec.scheduler.type == "asha":
-        # max_t one past the last step: ASHA stops whatever reaches max_t, and a trial that
-        # trained to the end must still report its evaluation.
         scheduler = ASHAScheduler(time_attr="train_step", metric=spec.scheduler.metric, mode=spec.scheduler.mode,
-                                  max_t=steps + 1, grace_period=spec.scheduler.grace_period,
+                                  max_t=steps, grace_period=spec.scheduler.grace_period,
                                   reduction_factor=spec.scheduler.reduction_factor)
     if spec.search.type == "optuna":
         from ray.tune.search.optuna import OptunaSearch

@@ -226,8 +226,8 @@ def train_worker(config: dict) -> None:
         step_times.append(time.perf_counter() - tick)
         done = step + 1
         pending[done] = {"train_step": done, "loss": loss}
-        checkpoint = done % spec.training.checkpoint_every == 0 or done == spec.training.steps
-        if not (checkpoint or done % spec.eval.logprob_every == 0):
+        checkpoint = done % spec.training.checkpoint_every == 0
+        if done == spec.training.steps or not (checkpoint or done % spec.eval.logprob_every == 0):
             continue
         # Every report to Tune carries the scheduler's metric: ASHA and Optuna read each one.
         pending[done] |= marker_logprobs(engine.module, data)
@@ -236,12 +236,23 @@ def train_worker(config: dict) -> None:
             run.log_steps(pending)
         report(pending[done], engine if checkpoint else None, done)
         pending = {}
+    finish(engine, data, run, pending, step_times)
 
+
+def finish(engine, data: MarkerData, run: TrialRun | None, pending: dict, step_times: list[float]) -> None:
+    """The last step reports once, with its evaluation and checkpoint, so that no scheduler
+    decision at the last step (ASHA stops whatever reaches max_t) can skip the evaluation."""
+    steps = data.spec.training.steps
+    last = pending.setdefault(steps, {"train_step": steps})  # no loss if resumed from the last checkpoint
+    last |= marker_logprobs(engine.module, data)
+    if step_times:
+        last["step_time_s"] = sum(step_times) / len(step_times)
     rates = marker_rates(engine.module, data)
     if run:
-        save_adapter(run, engine.module, spec, knobs)
-        run.complete(rates, spec.training.steps)
-    report({"train_step": spec.training.steps, **marker_logprobs(engine.module, data), **rates})
+        run.log_steps(pending)
+        save_adapter(run, engine.module, data.spec, data.knobs)
+        run.complete(rates, steps)
+    report({**last, **rates}, engine, steps)
 
 
 def train_step(engine, batch: dict, world: int) -> float:
