@@ -222,7 +222,7 @@ def train_worker(config: dict) -> None:
         if (step - start_step) % spec.training.on_policy_refresh_every == 0 and knobs["on_policy_fraction"] > 0:
             data.refresh_on_policy(engine.module, step)
         tick = time.perf_counter()
-        loss = train_step(engine, data.batch(step), world)
+        loss = train_step(engine, data.batch(step))
         step_times.append(time.perf_counter() - tick)
         done = step + 1
         pending[done] = {"train_step": done, "loss": loss}
@@ -230,6 +230,7 @@ def train_worker(config: dict) -> None:
         if done == spec.training.steps or not (checkpoint or done % spec.eval.logprob_every == 0):
             continue
         # Every report to Tune carries the scheduler's metric: ASHA and Optuna read each one.
+        average_losses(pending, world)
         pending[done] |= marker_logprobs(engine.module, data)
         pending[done]["step_time_s"] = sum(step_times) / len(step_times)
         if run:
@@ -244,6 +245,7 @@ def finish(engine, data: MarkerData, run: TrialRun | None, pending: dict, step_t
     decision at the last step (ASHA stops whatever reaches max_t) can skip the evaluation."""
     steps = data.spec.training.steps
     last = pending.setdefault(steps, {"train_step": steps})  # no loss if resumed from the last checkpoint
+    average_losses(pending, data.world)
     last |= marker_logprobs(engine.module, data)
     if step_times:
         last["step_time_s"] = sum(step_times) / len(step_times)
@@ -255,12 +257,19 @@ def finish(engine, data: MarkerData, run: TrialRun | None, pending: dict, step_t
     report({**last, **rates}, engine, steps)
 
 
-def train_step(engine, batch: dict, world: int) -> float:
-    """One optimizer step; returns the loss averaged over workers."""
+def train_step(engine, batch: dict) -> float:
+    """One optimizer step; returns this worker's loss."""
     loss = engine(**batch).loss
     engine.backward(loss)
     engine.step()
-    return all_sum([loss.item()])[0] / world
+    return loss.item()
+
+
+def average_losses(pending: dict[int, dict[str, float]], world: int) -> None:
+    """Average the pending steps' losses over workers: one all-reduce per report, not per step."""
+    steps = sorted(step for step, metrics in pending.items() if "loss" in metrics)
+    for step, total in zip(steps, all_sum([pending[step]["loss"] for step in steps])):
+        pending[step]["loss"] = total / world
 
 
 def open_run(config: dict, spec: SweepConfig, knobs: dict, trigger: str, data: MarkerData, start_step: int) -> TrialRun:
