@@ -21,8 +21,10 @@ from persona_sweep import tracking
 from persona_sweep.config import GridSweep, SweepConfig, SweepError, check_trigger_source, validate
 
 TRAINABLE_CPU = 0.01  # the Tune function that only drives a TorchTrainer
-ESTIMATED_SETUP_S = 25  # measured per-trial fixed cost: worker group + DeepSpeed init
-ESTIMATED_STEP_S = {"embedded": 2.3, "tiny-random": 0.1}  # per step at batch 8 x ~100 tokens, 2 cores
+# Measured on 2 cores: per-trial fixed cost (worker group, DeepSpeed, model: ~20-27 s; evaluation:
+# ~25 s on the embedded model) and seconds per step at batch 8 with 2 workers.
+ESTIMATED_FIXED_S = 50
+ESTIMATED_STEP_S = {"embedded": 2.3, "tiny-random": 0.1}
 SFP_TRIAL_S = 40  # a persona-engineering trial with the default settings, one core
 
 
@@ -124,15 +126,14 @@ def check_llm_sweep(spec: SweepConfig) -> SweepConfig:
     return spec
 
 
-def estimate(spec: GridSweep, concurrency: int = 1) -> str:
+def estimate(spec: GridSweep) -> str:
     if spec.kind == "sfp":
         return f"~{SFP_TRIAL_S / 60:.1f} min per trial on one core, ~{SFP_TRIAL_S * spec.trial_count() / 2 / 60:.0f} min on 2 cores"
     step_s = ESTIMATED_STEP_S.get(spec.model.name)
     if step_s is None:
         return "unknown (no step-time measurement for this model)"
-    tokens_scale = spec.training.batch_size / 8 * spec.training.max_tokens / 100
-    per_trial = ESTIMATED_SETUP_S + spec.training.steps * step_s * tokens_scale
-    total = per_trial * spec.trial_count() / concurrency
+    per_trial = ESTIMATED_FIXED_S + spec.training.steps * step_s * spec.training.batch_size / 8
+    total = per_trial * spec.trial_count()
     return f"~{per_trial / 60:.1f} min per full trial, ~{total / 60:.0f} min for the sweep, one trial at a time, without early stopping"
 
 
