@@ -164,8 +164,10 @@ def format_steer_table(rows: list[dict], summary: dict) -> str:
 
 
 def _ratio(row: dict, prefix: str) -> float:
-    unsteered = row[f"{prefix}kl_unsteered_factor"]
-    return row[f"{prefix}kl_steered_factor"] / unsteered if unsteered > 0 else float("inf")
+    steered, unsteered = row[f"{prefix}kl_steered_factor"], row[f"{prefix}kl_unsteered_factor"]
+    if unsteered > 0:
+        return steered / unsteered
+    return float("inf") if steered > 0 else float("nan")  # scale 0: nothing moved, no ratio
 
 
 # ---- EM analog and its reversal ------------------------------------------------------------
