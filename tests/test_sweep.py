@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -177,11 +178,14 @@ def test_killed_worker_is_replaced_and_the_trial_continues_from_its_checkpoint(r
     import psutil
 
     path = sweep_file(tmp_path, trigger_file, "worker-kill", steps=30, contexts="[8]", workers=2)
+    launched = time.time()
     driver = start_cli("run", path, "--address", ray_address, home=home, log=tmp_path / "driver.log")
     try:
         wait_for(lambda: steps_logged(home, "worker-kill") >= 10 or driver.poll() is not None, 600, "a checkpoint")
-        workers = [p for p in psutil.process_iter(["cmdline"]) if "ray::RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
-        assert workers, "no Ray Train worker process found"
+        # This trial's workers: started after the driver (earlier tests leave idle workers behind).
+        workers = [p for p in psutil.process_iter(["cmdline", "create_time"])
+                   if "ray::RayTrainWorker" in " ".join(p.info["cmdline"] or []) and p.info["create_time"] > launched]
+        assert len(workers) == 2, workers
         workers[0].kill()
         assert driver.wait(600) == 0, (tmp_path / "driver.log").read_text()[-3000:]
     finally:
