@@ -8,6 +8,7 @@ the tracking URI explicitly: workers do not inherit the driver's MLflow settings
 from __future__ import annotations
 
 import subprocess
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -104,7 +105,6 @@ class TrialRun:
 
     def log_steps(self, metrics_by_step: dict[int, dict[str, float]]) -> None:
         from mlflow.entities import Metric
-        import time
 
         now = int(time.time() * 1000)
         batch = [Metric(key, float(value), now, step)
@@ -117,7 +117,6 @@ class TrialRun:
     def log_metrics(self, metrics: dict[str, float], step: int, tags: dict[str, str] | None = None) -> None:
         """Metrics (and tags) in one batch: one transaction, so readers never see half of it."""
         from mlflow.entities import Metric, RunTag
-        import time
 
         now = int(time.time() * 1000)
         self.mlflow.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()],
