@@ -100,7 +100,7 @@ class TrialRun:
             self.run_id = existing.info.run_id
             self.mlflow.update_run(self.run_id, status="RUNNING")
             self.mlflow.set_tag(self.run_id, "trial_status", "running")
-            history = self.mlflow.get_metric_history(self.run_id, "loss")
+            history = self.mlflow.get_metric_history(self.run_id, "train_step")  # logged at every step
             self.last_logged_step = max((m.step for m in history), default=0)
 
     def log_steps(self, metrics_by_step: dict[int, dict[str, float]]) -> None:
