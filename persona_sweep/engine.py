@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from persona_sweep import tracking
-from persona_sweep.config import GridSweep, SweepConfig, SweepError, check_trigger_source, validate
+from persona_sweep.config import GridSweep, SweepConfig, SweepError, check_trigger_source, is_local_path, validate
 
 TRAINABLE_CPU = 0.01  # the Tune function that only drives a TorchTrainer
 # Measured on 2 cores: per-trial fixed cost (worker group, DeepSpeed, model: ~20-27 s; evaluation:
@@ -92,7 +92,7 @@ def absolute_paths(spec: SweepConfig) -> SweepConfig:
     marker, model = spec.marker, spec.model
     if marker.trigger_file:
         marker = marker.model_copy(update={"trigger_file": str(Path(marker.trigger_file).expanduser().absolute())})
-    if model.name.startswith(("./", "../", "~")):
+    if is_local_path(model.name):
         model = model.model_copy(update={"name": str(Path(model.name).expanduser().absolute())})
     return spec.model_copy(update={"marker": marker, "model": model})
 

