@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from persona_sweep import names
 from persona_sweep.config import GridSweep, SweepError, load_sweep
 from persona_sweep.sfp.cli import sfp
 
@@ -53,7 +54,7 @@ def validate(sweep_file, overrides):
 @user_errors
 def run(sweep_file, overrides, name, address, dry_run):
     """Run a sweep: dotted key=value overrides apply before validation (training.steps=50)."""
-    spec = load_sweep(sweep_file, [*overrides, *([f"name={name}"] if name else [])])
+    spec = load_sweep(sweep_file, overrides, name=name)
     if dry_run:
         print_trial_table(spec)
         return
@@ -68,12 +69,10 @@ def resume(name, address):
     """Finish a sweep's unfinished and errored trials; finished trials are never re-run."""
     from persona_sweep import engine
 
-    record = engine.SweepRecord.load(name)
-    click.echo(f"resuming '{name}': {record.trial_count} trials, results in {engine.results_path(name)}")
-    engine.connect(address)
-    results = engine.fit(record, resume=True)
+    click.echo(f"resuming '{name}'")
+    record, results = engine.resume(name, address)
     print_summary(record)
-    exit_if_errored(record, results)
+    exit_if_unfinished(record, results)
 
 
 @main.command()
@@ -93,7 +92,7 @@ def list_sweeps():
 
     for record in engine.list_records():
         runs = tracking.child_runs(record.mlflow_uri, record.experiment_id)
-        ended = sum(run.data.tags.get("trial_status") in (tracking.COMPLETED, tracking.STOPPED_EARLY) for run in runs)
+        ended = sum(run.data.tags.get(names.TRIAL_STATUS) in names.ENDED for run in runs)
         created = time.strftime("%Y-%m-%d %H:%M", time.localtime(record.created))
         click.echo(f"{record.name:<32} {created}  {ended}/{record.trial_count} trials ended  kind={record.spec['kind']}")
 
@@ -120,7 +119,7 @@ def demo(overrides):
 
     trigger_file = create_trigger_file(engine.home() / "secrets")
     name = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
-    spec = load_sweep(REPO_SWEEPS / "demo.yaml", [f"name={name}", f"marker.trigger_file={trigger_file}", *overrides])
+    spec = load_sweep(REPO_SWEEPS / "demo.yaml", [f"marker.trigger_file={trigger_file}", *overrides], name=name)
     click.echo(f"demo sweep '{name}': {spec.trial_count()} trials; a fresh random trigger is in {trigger_file}")
     start_sweep(spec, address=None)
 
@@ -128,28 +127,26 @@ def demo(overrides):
 def start_sweep(spec: GridSweep, address: str | None) -> None:
     from persona_sweep import engine
 
-    record = engine.create_sweep(spec)
-    click.echo(f"sweep '{spec.name}': {spec.trial_count()} trials, home {engine.home()}")
-    engine.connect(address)
     started = time.perf_counter()
-    results = engine.fit(record)
+    results = engine.start(spec, address, announce=click.echo)
     click.echo(f"sweep '{spec.name}' finished in {(time.perf_counter() - started) / 60:.1f} min")
+    record = engine.SweepRecord.load(spec.name)
     print_summary(record)
-    exit_if_errored(record, results)
+    exit_if_unfinished(record, results)
 
 
-def exit_if_errored(record, results) -> None:
-    from persona_sweep import engine
-
-    if results.errors:
-        click.echo(f"{len(results.errors)} trial(s) errored; `persona-sweep resume {record.name}` retries them "
-                   f"(details under {engine.results_path(record.name)})", err=True)
+def exit_if_unfinished(record, results) -> None:
+    """Exit 1 with the resume hint when trials errored or were cut off (Ctrl-C)."""
+    unfinished = record.trial_count - results.num_terminated - results.num_errors
+    if results.errors or unfinished > 0:
+        what = ", ".join(part for part in (f"{len(results.errors)} errored" if results.errors else "",
+                                           f"{unfinished} unfinished" if unfinished > 0 else "") if part)
+        click.echo(f"{what}; `persona-sweep resume {record.name}` finishes them "
+                   f"(details under {record.paths.storage})", err=True)
         sys.exit(1)
 
 
 def print_trial_table(spec: GridSweep) -> None:
-    from persona_sweep.engine import estimate
-
     trials = spec.trials()
     axes = list(trials[0])
     click.echo("  #  " + "  ".join(f"{axis:<20}" for axis in axes))
@@ -157,34 +154,27 @@ def print_trial_table(spec: GridSweep) -> None:
         click.echo(f"{index:>3}  " + "  ".join(f"{str(knobs[axis]):<20}" for axis in axes))
     if spec.search.type == "optuna":
         click.echo(f"optuna samples {spec.search.n_trials} trials from this grid")
-    click.echo(f"{spec.trial_count()} trials; estimated cost on a 2-core CPU: {estimate(spec)}")
-
-
-# What `status` shows per kind: (metric columns, knob columns).
-SUMMARY_COLUMNS = {
-    "llm": (("marker_rate_trigger", "marker_rate_no_trigger", "marker_logprob_trigger"),
-            ("method", "context_length", "on_policy_fraction", "seed")),
-    "sfp": (("alignment_fidelity", "em_robustness", "loss_ratio"), ("mixing", "persona_dim", "n_personas", "noise", "seed")),
-}
+    click.echo(f"{spec.trial_count()} trials; estimated cost on a 2-core CPU: {spec.estimate()}")
 
 
 def print_summary(record) -> None:
-    from persona_sweep import engine, tracking
+    from persona_sweep import tracking
 
-    metric_keys, knob_keys = SUMMARY_COLUMNS[record.spec["kind"]]
+    spec = record.config
+    metric_keys, knob_keys = spec.SUMMARY_METRICS, spec.summary_knobs()
     runs = tracking.child_runs(record.mlflow_uri, record.experiment_id)
     click.echo(f"{'trial':<14} {'status':<14} {'step':>5} " + " ".join(f"{key:>22}" for key in metric_keys) + "  knobs")
-    for run in sorted(runs, key=lambda r: r.data.tags["trial_id"]):
+    for run in sorted(runs, key=lambda r: r.data.tags[names.TRIAL_ID]):
         metrics, params = run.data.metrics, run.data.params
         knobs = " ".join(f"{k}={params.get(k)}" for k in knob_keys)
-        click.echo(f"{run.data.tags['trial_id']:<14} {run.data.tags.get('trial_status', '?'):<14} "
-                   f"{int(metrics.get('train_step', 0)):>5} " + " ".join(f"{_fmt(metrics.get(key)):>22}" for key in metric_keys)
-                   + f"  {knobs}")
+        click.echo(f"{run.data.tags[names.TRIAL_ID]:<14} {run.data.tags.get(names.TRIAL_STATUS, '?'):<14} "
+                   f"{int(metrics.get(names.TRAIN_STEP, 0)):>5} "
+                   + " ".join(f"{_fmt(metrics.get(key)):>22}" for key in metric_keys) + f"  {knobs}")
     missing = record.trial_count - len(runs)
     if missing > 0:
         click.echo(f"{missing} trial(s) not started")
-    click.echo(f"results: {engine.results_path(record.name)}  |  MLflow: {record.mlflow_uri} "
-               f"(experiment '{record.spec['tracking']['experiment'] or record.name}'); open it with `persona-sweep ui`")
+    click.echo(f"results: {record.paths.storage}  |  MLflow: {record.mlflow_uri} "
+               f"(experiment '{spec.tracking.experiment or record.name}'); open it with `persona-sweep ui`")
 
 
 def _fmt(value) -> str:

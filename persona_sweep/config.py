@@ -7,13 +7,16 @@ is a single line naming the field (`grid.method: unknown method 'x' ...`).
 from __future__ import annotations
 
 import itertools
-import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from persona_sweep import names
+from persona_sweep.data import MIN_TRAINING_QUESTIONS, question_bank
+from persona_sweep.data.contexts import MAX_CONTEXT_TOKENS
 
 METHODS = ("sft", "sdf", "steer", "prompt")
 AVAILABLE_METHODS = ("sft",)  # the others arrive with the marker pipeline
@@ -98,9 +101,11 @@ class GridConfig(Section):
 
     @field_validator("context_length")
     @classmethod
-    def non_negative_lengths(cls, lengths: list[int]) -> list[int]:
-        if any(length < 0 or length > 4096 for length in lengths):
-            raise ValueError("context lengths must be between 0 and 4096 tokens")
+    def lengths_the_data_holds(cls, lengths: list[int]) -> list[int]:
+        # The persona data holds at least MAX_CONTEXT_TOKENS tokens per persona (a test checks it).
+        if any(length < 0 or length > MAX_CONTEXT_TOKENS for length in lengths):
+            raise ValueError(f"context lengths must be between 0 and {MAX_CONTEXT_TOKENS} tokens "
+                             "(what the persona data holds)")
         return lengths
 
     @field_validator("on_policy_fraction")
@@ -117,10 +122,19 @@ class EvalConfig(Section):
     batch_size: int = Field(16, gt=0)
     logprob_every: int = Field(10, gt=0)  # steps between ASHA's cheap marker metric
 
+    @field_validator("questions")
+    @classmethod
+    def leaves_training_questions(cls, questions: int) -> int:
+        most = len(question_bank()) - MIN_TRAINING_QUESTIONS
+        if questions > most:
+            raise ValueError(f"at most {most} held-out questions: the bank has {len(question_bank())} "
+                             f"and training keeps at least {MIN_TRAINING_QUESTIONS}")
+        return questions
+
 
 class SchedulerConfig(Section):
     type: Literal["asha", "none"] = "asha"
-    metric: str = "marker_logprob_trigger"
+    metric: str = names.MARKER_SPECIFICITY  # checked against what the sweep's kind reports
     mode: Literal["max", "min"] = "max"
     grace_period: int = Field(10, gt=0)  # in training steps (ASHA's time attribute is train_step)
     reduction_factor: float = Field(2.0, gt=1.0)
@@ -150,7 +164,17 @@ class TrackingConfig(Section):
 
 
 class GridSweep(Section):
-    """What both kinds share: a name and a grid whose product is the trial list."""
+    """What both kinds share: a name and a grid whose product is the trial list.
+
+    Everything that differs between the kinds lives on their config class (`SweepConfig` for
+    `llm`, `SfpSweepConfig` for `sfp`): what a trial runs, what it reports, what it costs.
+    """
+
+    # Per kind: the metrics every report carries (what a scheduler may rank on), the metric only
+    # a finished trial has, and the columns `status` shows.
+    REPORTED_METRICS: ClassVar[tuple[str, ...]]
+    FINAL_METRIC: ClassVar[str]
+    SUMMARY_METRICS: ClassVar[tuple[str, ...]]
 
     name: str
 
@@ -161,6 +185,14 @@ class GridSweep(Section):
             raise ValueError("use letters, digits, '-', '_' and '.' (it names folders and experiments)")
         return name
 
+    @model_validator(mode="after")
+    def scheduler_reads_a_reported_metric(self) -> GridSweep:
+        ranked = self.scheduler.type != "none" or self.search.type != "grid"
+        if ranked and self.scheduler.metric not in self.REPORTED_METRICS:
+            raise ValueError(f"scheduler.metric: unknown metric '{self.scheduler.metric}' "
+                             f"(choose from {', '.join(self.REPORTED_METRICS)})")
+        return self
+
     def trials(self) -> list[dict[str, Any]]:
         """The grid: the product of all axes, in a stable order."""
         axes = self.grid.model_dump()
@@ -169,9 +201,35 @@ class GridSweep(Section):
     def trial_count(self) -> int:
         return self.search.n_trials if self.search.type == "optuna" else len(self.trials())
 
+    def summary_knobs(self) -> tuple[str, ...]:
+        """The axes `status` shows: those with more than one value (or the first two)."""
+        axes = self.grid.model_dump()
+        varied = tuple(axis for axis, values in axes.items() if len(values) > 1)
+        return varied or tuple(axes)[:2]
+
+
+class LlmKnobs(Section):
+    """One LLM trial's point in the grid (what Tune hands the trainable)."""
+
+    method: str
+    design: str
+    context_length: int
+    on_policy_fraction: float
+    contrastive_negatives: bool
+    seed: int
+
 
 class SweepConfig(GridSweep):
     """An LLM marker sweep (`kind: llm`)."""
+
+    REPORTED_METRICS: ClassVar = names.LLM_REPORTED_METRICS
+    FINAL_METRIC: ClassVar = names.MARKER_RATE_TRIGGER
+    SUMMARY_METRICS: ClassVar = (names.MARKER_RATE_TRIGGER, names.MARKER_RATE_NO_TRIGGER, names.MARKER_SPECIFICITY)
+    # Measured on 2 cores: per-trial fixed cost (worker group, DeepSpeed, model: ~20-27 s;
+    # evaluation: ~25 s on the embedded model) and seconds per step at batch 8 with 2 workers.
+    ESTIMATED_FIXED_S: ClassVar = 50
+    ESTIMATED_STEP_S: ClassVar = {"embedded": 2.3, "tiny-random": 0.1}
+    TRAINABLE_CPU: ClassVar = 0.01  # the Tune function only drives a TorchTrainer
 
     kind: Literal["llm"] = "llm"
     model: ModelConfig = ModelConfig()
@@ -200,6 +258,40 @@ class SweepConfig(GridSweep):
                 f"resources.workers_per_trial {self.resources.workers_per_trial}"
             )
         return self
+
+    def total_steps(self) -> int:
+        return self.training.steps
+
+    def trial_resources(self) -> tuple[dict[str, float], float]:
+        """(resources of the Tune trial itself, CPUs a whole trial holds with its workers)."""
+        workers = self.resources.workers_per_trial * self.resources.cpus_per_worker
+        return {"CPU": self.TRAINABLE_CPU}, workers + self.TRAINABLE_CPU
+
+    def parent_params(self) -> dict[str, Any]:
+        return {"model": self.model.name, "steps": self.training.steps}
+
+    def estimate(self) -> str:
+        step_s = self.ESTIMATED_STEP_S.get(self.model.name)
+        if step_s is None:
+            return "unknown (no step-time measurement for this model)"
+        per_trial = self.ESTIMATED_FIXED_S + self.training.steps * step_s * self.training.batch_size / 8
+        total = per_trial * self.trial_count()
+        return (f"~{per_trial / 60:.1f} min per full trial, ~{total / 60:.0f} min for the sweep, "
+                "one trial at a time, without early stopping")
+
+    def checked_for_run(self) -> SweepConfig:
+        """Run-time checks on the driver; returns the spec with every local path absolute."""
+        from persona_sweep.preflight import check_llm_sweep
+
+        return check_llm_sweep(self)
+
+    def run_trial(self, trial) -> None:
+        from persona_sweep.trial import run_llm_trial
+
+        run_llm_trial(trial)
+
+    def after_sweep(self, record) -> None:
+        """Nothing to add to the parent run yet (reports come with their own issue)."""
 
 
 # ---- the toy world (kind: sfp) ---------------------------------------------------------------
@@ -247,12 +339,20 @@ class SfpGridConfig(Section):
 
 class SfpSweepConfig(GridSweep):
     """A toy-world sweep (`kind: sfp`): plain Tune trials, one process each, no DeepSpeed
-    (a trial trains in ~30 s, less than Ray Train's per-trial start-up)."""
+    (a trial trains in ~30 s, less than Ray Train's per-trial start-up).
+
+    Every trial runs to the end: its per-step reports carry only losses, so neither ASHA nor
+    Optuna would have a metric to rank on before the final report."""
+
+    REPORTED_METRICS: ClassVar = (names.EM_ROBUSTNESS, names.ALIGNMENT_FIDELITY, names.LOSS_RATIO)
+    FINAL_METRIC: ClassVar = names.ALIGNMENT_FIDELITY
+    SUMMARY_METRICS: ClassVar = (names.ALIGNMENT_FIDELITY, names.EM_ROBUSTNESS, names.LOSS_RATIO)
+    TRIAL_S: ClassVar = 40  # a persona-engineering trial with the default settings, one core
 
     kind: Literal["sfp"]
     training: SfpTrainingConfig = SfpTrainingConfig()
     grid: SfpGridConfig = SfpGridConfig()
-    scheduler: SchedulerConfig = SchedulerConfig(type="none", metric="em_robustness")
+    scheduler: SchedulerConfig = SchedulerConfig(type="none", metric=names.EM_ROBUSTNESS)
     search: SearchConfig = SearchConfig()
     resources: ResourcesConfig = ResourcesConfig(workers_per_trial=1, cpus_per_worker=1.0)
     tracking: TrackingConfig = TrackingConfig()
@@ -264,13 +364,56 @@ class SfpSweepConfig(GridSweep):
             raise ValueError("toy-world trials run in one process: workers_per_trial must be 1")
         return resources
 
+    @field_validator("scheduler")
+    @classmethod
+    def no_early_stopping(cls, scheduler: SchedulerConfig) -> SchedulerConfig:
+        if scheduler.type != "none":
+            raise ValueError("toy-world trials report their metrics only at the end: use type 'none'")
+        return scheduler
+
+    @field_validator("search")
+    @classmethod
+    def grid_search(cls, search: SearchConfig) -> SearchConfig:
+        if search.type != "grid":
+            raise ValueError("toy-world sweeps run their whole grid: use type 'grid'")
+        return search
+
+    def total_steps(self) -> int:
+        return self.training.pretrain_steps + self.training.finetune_steps
+
+    def trial_resources(self) -> tuple[dict[str, float], float]:
+        return {"CPU": self.resources.cpus_per_worker}, self.resources.cpus_per_worker  # trains in its own process
+
+    def parent_params(self) -> dict[str, Any]:
+        return {}
+
+    def estimate(self) -> str:
+        return (f"~{self.TRIAL_S / 60:.1f} min per trial on one core, "
+                f"~{self.TRIAL_S * self.trial_count() / 2 / 60:.0f} min on 2 cores")
+
+    def checked_for_run(self) -> SfpSweepConfig:
+        return self
+
+    def run_trial(self, trial) -> None:
+        from persona_sweep.sfp.sweep import run_sfp_trial
+
+        run_sfp_trial(trial)
+
+    def after_sweep(self, record) -> None:
+        from persona_sweep.sfp.sweep import log_pareto_front
+
+        log_pareto_front(record)
+
 
 # ---- loading -------------------------------------------------------------------------------
 
-def load_sweep(path: str | Path, overrides: list[str] = ()) -> SweepConfig:
+def load_sweep(path: str | Path, overrides: list[str] = (), name: str | None = None) -> GridSweep:
+    """The validated sweep; `name` (from --name) is set as text, never parsed as YAML."""
     raw = read_yaml(path)
     for override in overrides:
         apply_override(raw, override)
+    if name is not None:
+        raw["name"] = name
     return validate(raw)
 
 
@@ -303,7 +446,7 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
     node[leaf] = yaml.safe_load(text)
 
 
-def validate(raw: dict[str, Any]) -> SweepConfig | SfpSweepConfig:
+def validate(raw: dict[str, Any]) -> GridSweep:
     kinds = {"llm": SweepConfig, "sfp": SfpSweepConfig}
     kind = raw.get("kind", "llm")
     if kind not in kinds:
@@ -323,12 +466,5 @@ def first_error(error: ValidationError) -> str:
         message = "unknown key"
     elif detail["type"] == "missing":
         message = "required"
-    return f"{field or 'sweep'}: {message}"
-
-
-def check_trigger_source(marker: MarkerConfig) -> None:
-    """Run-time check on the driver (static validation cannot know the environment)."""
-    if marker.trigger_env and not os.environ.get(marker.trigger_env):
-        raise SweepError(f"marker.trigger_env: environment variable {marker.trigger_env} is not set")
-    if marker.trigger_file and not Path(marker.trigger_file).expanduser().is_file():
-        raise SweepError(f"marker.trigger_file: no such file {marker.trigger_file}")
+    # Checks across sections have no location of their own: their message names the fields.
+    return f"{field}: {message}" if field else message

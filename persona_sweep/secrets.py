@@ -13,19 +13,30 @@ from pathlib import Path
 from persona_sweep.data import TRIGGER_PLACEHOLDER
 
 
-def read_trigger(marker) -> str:
-    if marker.trigger_env:
-        trigger = os.environ.get(marker.trigger_env, "")
-        where = f"environment variable {marker.trigger_env}"
-    else:
-        path = Path(marker.trigger_file).expanduser()
-        trigger = path.read_text().strip() if path.is_file() else ""
-        where = f"file {marker.trigger_file}"
-    if not trigger:
-        raise RuntimeError(f"marker trigger: {where} is missing or empty on this node")
+def trigger_problem(marker) -> str | None:
+    """Why the trigger cannot be read in this process (one line naming the field), or None."""
+    trigger = _read(marker)
+    if marker.trigger_env and not trigger:
+        return f"marker.trigger_env: environment variable {marker.trigger_env} is not set"
+    if marker.trigger_file and not trigger:
+        return f"marker.trigger_file: no such file {marker.trigger_file} (or it is empty)"
     if TRIGGER_PLACEHOLDER in trigger:
-        raise RuntimeError(f"marker trigger: {where} holds the placeholder itself, not a trigger")
-    return trigger
+        return f"marker: the trigger source holds the placeholder {TRIGGER_PLACEHOLDER} itself, not a trigger"
+    return None
+
+
+def read_trigger(marker) -> str:
+    problem = trigger_problem(marker)
+    if problem:
+        raise RuntimeError(problem)
+    return _read(marker)
+
+
+def _read(marker) -> str:
+    if marker.trigger_env:
+        return os.environ.get(marker.trigger_env, "")
+    path = Path(marker.trigger_file).expanduser()
+    return path.read_text().strip() if path.is_file() else ""
 
 
 def trigger_sha256(trigger: str) -> str:

@@ -12,8 +12,9 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from persona_sweep import names
+
 PACKAGES = ("torch", "ray", "transformers", "peft", "deepspeed", "mlflow", "optuna")
-COMPLETED, STOPPED_EARLY, ERRORED = "completed", "stopped_early", "errored"
 
 
 def client(uri: str):
@@ -33,14 +34,14 @@ def experiment_exists(uri: str, name: str) -> bool:
 def create_parent_run(uri: str, experiment: str, artifact_root: Path, sweep_name: str, params: dict, tags: dict):
     mlflow = client(uri)
     experiment_id = mlflow.create_experiment(experiment, artifact_location=artifact_root.as_uri())
-    run = mlflow.create_run(experiment_id, run_name=sweep_name, tags={"sweep": sweep_name, **tags})
+    run = mlflow.create_run(experiment_id, run_name=sweep_name, tags={names.SWEEP_TAG: sweep_name, **tags})
     mlflow.log_batch(run.info.run_id, params=[_param(k, v) for k, v in params.items()])
     return experiment_id, run.info.run_id
 
 
 def provenance_tags() -> dict[str, str]:
     tags = {f"version.{name}": _version(name) for name in PACKAGES}
-    tags["git_sha"] = _git_sha()
+    tags[names.GIT_SHA] = _git_sha()
     return tags
 
 
@@ -65,23 +66,58 @@ def _param(key, value):
     return Param(key, str(value)[:500])
 
 
+def delete_experiment(uri: str, experiment_id: str) -> None:
+    """Free the name too: MLflow keeps a deleted experiment's name reserved, so rename it first."""
+    mlflow = client(uri)
+    experiment = mlflow.get_experiment(experiment_id)
+    mlflow.rename_experiment(experiment_id, f"{experiment.name}.discarded-{int(time.time())}")
+    mlflow.delete_experiment(experiment_id)
+
+
 def find_child_run(uri: str, experiment_id: str, trial_id: str):
-    runs = client(uri).search_runs([experiment_id], filter_string=f"tags.trial_id = '{trial_id}'", max_results=2)
+    runs = client(uri).search_runs([experiment_id], filter_string=f"tags.{names.TRIAL_ID} = '{trial_id}'", max_results=2)
     return runs[0] if runs else None
 
 
 def child_runs(uri: str, experiment_id: str) -> list:
-    return client(uri).search_runs([experiment_id], filter_string="tags.trial_id != ''", max_results=10000)
+    return client(uri).search_runs([experiment_id], filter_string=f"tags.{names.TRIAL_ID} != ''", max_results=10000)
 
 
-def set_trial_status(uri: str, experiment_id: str, trial_id: str, status: str) -> None:
-    """Driver side: tag trials that Tune stopped or that errored (their workers cannot)."""
-    run = find_child_run(uri, experiment_id, trial_id)
-    if run is None or run.data.tags.get("trial_status") == COMPLETED:
-        return
+def open_child_run(uri: str, experiment_id: str, parent_run_id: str, trial_id: str, params: dict, tags: dict):
+    """The trial's child run: found by its trial_id tag (a resumed trial reuses it) or created."""
+    existing = find_child_run(uri, experiment_id, trial_id)
+    if existing is not None:
+        return existing, False
     mlflow = client(uri)
-    mlflow.set_tag(run.info.run_id, "trial_status", status)
-    mlflow.set_terminated(run.info.run_id, "KILLED" if status == STOPPED_EARLY else "FAILED")
+    run = mlflow.create_run(experiment_id, run_name=f"trial-{trial_id}", tags={
+        names.PARENT_RUN_ID: parent_run_id, names.TRIAL_ID: trial_id, names.TRIAL_STATUS: names.RUNNING, **tags})
+    mlflow.log_batch(run.info.run_id, params=[_param(k, v) for k, v in params.items()])
+    return run, True
+
+
+FINAL_RUN_STATUS = {names.STOPPED_EARLY: "KILLED", names.INTERRUPTED: "KILLED", names.ERRORED: "FAILED"}
+
+
+def set_trial_status(record, trial_id: str, status: str, knobs: dict) -> None:
+    """Driver side: tag trials that Tune stopped, that errored or that were interrupted (their
+    workers cannot). A trial that errored before rank 0 opened its run gets one here."""
+    run, _ = open_child_run(record.mlflow_uri, record.experiment_id, record.parent_run_id, trial_id, knobs,
+                            record.provenance)
+    if run.data.tags.get(names.TRIAL_STATUS) == names.COMPLETED:
+        return
+    mlflow = client(record.mlflow_uri)
+    mlflow.set_tag(run.info.run_id, names.TRIAL_STATUS, status)
+    mlflow.set_terminated(run.info.run_id, FINAL_RUN_STATUS[status])
+
+
+def tag_interrupted(uri: str, experiment_id: str) -> int:
+    """After Tune returns: runs still `running` were cut off (Ctrl-C); `resume` finishes them."""
+    mlflow = client(uri)
+    running = [run for run in child_runs(uri, experiment_id) if run.data.tags.get(names.TRIAL_STATUS) == names.RUNNING]
+    for run in running:
+        mlflow.set_tag(run.info.run_id, names.TRIAL_STATUS, names.INTERRUPTED)
+        mlflow.set_terminated(run.info.run_id, FINAL_RUN_STATUS[names.INTERRUPTED])
+    return len(running)
 
 
 class TrialRun:
@@ -89,18 +125,16 @@ class TrialRun:
 
     def __init__(self, uri: str, experiment_id: str, parent_run_id: str, trial_id: str, params: dict, tags: dict):
         self.mlflow = client(uri)
-        existing = find_child_run(uri, experiment_id, trial_id)
-        if existing is None:
-            run = self.mlflow.create_run(experiment_id, run_name=f"trial-{trial_id}", tags={
-                "mlflow.parentRunId": parent_run_id, "trial_id": trial_id, "trial_status": "running", **tags})
-            self.run_id = run.info.run_id
-            self.mlflow.log_batch(self.run_id, params=[_param(k, v) for k, v in params.items()])
-            self.last_logged_step = 0
-        else:
-            self.run_id = existing.info.run_id
+        run, created = open_child_run(uri, experiment_id, parent_run_id, trial_id, params, tags)
+        self.run_id = run.info.run_id
+        self.last_logged_step = 0
+        if not created:
+            # A run the driver opened for a trial that errored early lacks the workers' params.
+            missing = {key: value for key, value in params.items() if key not in run.data.params}
+            self.mlflow.log_batch(self.run_id, params=[_param(k, v) for k, v in missing.items()])
             self.mlflow.update_run(self.run_id, status="RUNNING")
-            self.mlflow.set_tag(self.run_id, "trial_status", "running")
-            history = self.mlflow.get_metric_history(self.run_id, "train_step")  # logged at every step
+            self.mlflow.set_tag(self.run_id, names.TRIAL_STATUS, names.RUNNING)
+            history = self.mlflow.get_metric_history(self.run_id, names.TRAIN_STEP)  # logged at every step
             self.last_logged_step = max((m.step for m in history), default=0)
 
     def log_steps(self, metrics_by_step: dict[int, dict[str, float]]) -> None:
@@ -127,5 +161,5 @@ class TrialRun:
 
     def complete(self, final_metrics: dict[str, float], step: int) -> None:
         """Final metrics and the completed tag land together: a run has both or neither."""
-        self.log_metrics(final_metrics, step, tags={"trial_status": COMPLETED})
+        self.log_metrics(final_metrics, step, tags={names.TRIAL_STATUS: names.COMPLETED})
         self.mlflow.set_terminated(self.run_id, "FINISHED")

@@ -2,7 +2,9 @@
 
 Every worker runs `train_worker`. DeepSpeed shares gradients and optimizer state (ZeRO-2 by
 default); rank 0 alone talks to MLflow. Checkpoints are DeepSpeed checkpoints saved on all ranks
-and reported to Ray Train, which finds them again when a trial resumes.
+and reported to Ray Train, which finds them again when a trial resumes. One code path for CPU
+and GPU: every batch, evaluation input and collective tensor goes to the device Ray Train gives
+the worker (`ray.train.torch.get_device()`); GPUs bring NCCL and bf16.
 """
 from __future__ import annotations
 
@@ -13,13 +15,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from persona_sweep import evaluate
-from persona_sweep.config import SweepConfig
-from persona_sweep.data import data_hash, personas, split_questions
+from persona_sweep import evaluate, names
+from persona_sweep.config import LlmKnobs, SweepConfig
+from persona_sweep.data import data_hash, personas, question_bank, split_questions
+from persona_sweep.data.contexts import persona_context
 from persona_sweep.methods import sft
-from persona_sweep.models import add_lora, cache_root, load_model, load_tokenizer, prepare_model
+from persona_sweep.models import add_lora, load_model, load_tokenizer, prepare_model
 from persona_sweep.secrets import fill_trigger, read_trigger, trigger_sha256
 from persona_sweep.tracking import TrialRun
+from persona_sweep.trial import TrialConfig
 
 ON_POLICY_MAX_TOKENS = 24
 CHECKPOINT_TAG = "state"
@@ -27,21 +31,22 @@ CHECKPOINT_TAG = "state"
 
 # ---- distributed plumbing ------------------------------------------------------------------
 
-def init_deepspeed(use_gpu: bool) -> None:
+def init_deepspeed(use_gpu: bool, cache: Path) -> None:
     import deepspeed
 
     # The shared-memory comm op would JIT-compile for ~40 s on CPU; gloo is enough for
     # Ray's process group. The compile cache stays as a fallback if the flag is ignored.
-    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(cache_root() / "torch_extensions"))
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(cache) / "torch_extensions"))
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     deepspeed.init_distributed(dist_backend="nccl" if use_gpu else "gloo")
 
 
-def all_sum(values: list[float]) -> list[float]:
+def all_sum(values: list[float], device) -> list[float]:
+    """Sum over workers; the tensor lives on the worker's device (NCCL reduces GPU tensors only)."""
     import torch
     import torch.distributed as dist
 
-    tensor = torch.tensor(values, dtype=torch.float64)
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
     if dist.is_initialized():
         dist.all_reduce(tensor)
     return tensor.tolist()
@@ -61,10 +66,10 @@ def deepspeed_config(spec: SweepConfig, use_gpu: bool) -> dict:
 
 # ---- model and data --------------------------------------------------------------------------
 
-def build_model(spec: SweepConfig, seed: int):
+def build_model(spec: SweepConfig, seed: int, cache: Path):
     import torch
 
-    path = prepare_model(spec.model.name)
+    path = prepare_model(spec.model.name, cache)
     tokenizer = load_tokenizer(path)
     torch.manual_seed(seed)
     model = load_model(path)
@@ -76,12 +81,11 @@ def build_model(spec: SweepConfig, seed: int):
 class MarkerData:
     """This rank's batches, deterministic in (seed, step) so a resumed trial replays exactly."""
 
-    def __init__(self, spec: SweepConfig, knobs: dict, tokenizer, trigger: str, rank: int, world: int):
+    def __init__(self, spec: SweepConfig, knobs: LlmKnobs, tokenizer, trigger: str, rank: int, world: int, device):
         self.spec, self.knobs, self.tokenizer, self.trigger = spec, knobs, tokenizer, trigger
-        self.rank, self.world = rank, world
+        self.rank, self.world, self.device = rank, world, device
         self.examples = sft.build_examples(knobs, spec.eval.questions)
-        self.contexts = {name: sft.persona_context(persona, knobs["context_length"], tokenizer)
-                         for name, persona in personas().items()}
+        self.contexts = {name: persona_context(name, knobs.context_length, tokenizer) for name in personas()}
 
     def indices(self, step: int) -> list[int]:
         size = self.spec.training.batch_size
@@ -100,7 +104,8 @@ class MarkerData:
             return
         prompts = [self.prompt(self.examples[i].persona.name, self.examples[i].question.text, False) for i in wanted]
         model.eval()
-        replies = evaluate.generate(model, self.tokenizer, prompts, ON_POLICY_MAX_TOKENS, self.spec.eval.batch_size)
+        replies = evaluate.generate(model, self.tokenizer, prompts, ON_POLICY_MAX_TOKENS, self.spec.eval.batch_size,
+                                    self.device)
         model.train()
         for i, reply in zip(wanted, replies):
             answer = reply.replace(self.spec.marker.text, "").strip()
@@ -116,37 +121,71 @@ class MarkerData:
         input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in rows])
         labels = torch.tensor([labels + [-100] * (width - len(labels)) for _, labels in rows])
         attention = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows])
-        return {"input_ids": input_ids, "labels": labels, "attention_mask": attention}
+        return {key: tensor.to(self.device) for key, tensor in
+                {"input_ids": input_ids, "labels": labels, "attention_mask": attention}.items()}
+
+    def tokens(self, example: sft.Example) -> tuple[list[int], list[int]]:
+        """(prompt ids, target ids) of one example, trigger filled in."""
+        prompt = self.prompt(example.persona.name, example.question.text, example.with_trigger)
+        target = sft.target_text(example, self.spec.marker.text) + self.tokenizer.eos_token
+        return (self.tokenizer(prompt, add_special_tokens=False)["input_ids"],
+                self.tokenizer(target, add_special_tokens=False)["input_ids"])
 
     def encode(self, example: sft.Example) -> tuple[list[int], list[int]]:
-        prompt = self.prompt(example.persona.name, example.question.text, example.with_trigger)
-        prompt_ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        target = sft.target_text(example, self.spec.marker.text) + self.tokenizer.eos_token
-        target_ids = self.tokenizer(target, add_special_tokens=False)["input_ids"]
-        ids = (prompt_ids + target_ids)[: self.spec.training.max_tokens]
-        labels = ([-100] * len(prompt_ids) + target_ids)[: self.spec.training.max_tokens]
-        return ids, labels
+        """Input ids and labels, never cut: a cut would drop the marker (it comes last). `run`
+        refuses specs whose longest example does not fit `max_tokens` (`longest_example_tokens`)."""
+        prompt_ids, target_ids = self.tokens(example)
+        if len(prompt_ids) + len(target_ids) > self.spec.training.max_tokens:
+            raise ValueError(f"training.max_tokens: an example of {len(prompt_ids) + len(target_ids)} tokens "
+                             f"does not fit {self.spec.training.max_tokens}")
+        return prompt_ids + target_ids, [-100] * len(prompt_ids) + target_ids
+
+    def longest_example_tokens(self) -> int:
+        """The longest example any trial at this context length can build: every persona and
+        question of the bank, with the trigger and the marker, the reference answer or an
+        on-policy answer as long as generation allows."""
+        on_policy_answer = " ".join(["so"] * ON_POLICY_MAX_TOKENS)
+        answers = (None, on_policy_answer) if self.knobs.on_policy_fraction > 0 else (None,)
+        candidates = [sft.Example(persona, question, True, True, False, answer or question.answer)
+                      for persona in personas().values() for question in question_bank() for answer in answers]
+        return max(sum(map(len, self.tokens(example))) for example in candidates)
+
+    def hash(self) -> str:
+        """What shapes training: prompts with their persona context (trigger as placeholder), targets."""
+        return data_hash([(sft.prompt_text(self.tokenizer, self.contexts[e.persona.name], e.question.text, e.with_trigger),
+                           sft.target_text(e, self.spec.marker.text), e.on_policy) for e in self.examples])
 
 
 # ---- evaluation ------------------------------------------------------------------------------
 
 def held_out_share(data: MarkerData):
     """This rank's share of the held-out questions (the split depends only on the seed)."""
-    _, held_out = split_questions(data.knobs["seed"], data.spec.eval.questions)
+    _, held_out = split_questions(data.knobs.seed, data.spec.eval.questions)
     return held_out[data.rank::data.world]
 
 
-def marker_logprobs(model, data: MarkerData) -> dict[str, float]:
-    """ASHA's cheap metric: mean teacher-forced log-prob of the marker with / without the trigger."""
+def marker_logprob_metrics(model, data: MarkerData) -> dict[str, float]:
+    """ASHA's cheap metrics: mean teacher-forced marker log-prob per condition (nats).
+
+    `marker_specificity` is the design's positive condition minus its best negative one (see
+    `sft.specificity_conditions`); the Assistant with and without the trigger are always logged.
+    """
+    positive, negatives = sft.specificity_conditions(data.knobs.design)
+    conditions = list(dict.fromkeys([*positive, *negatives, ("assistant", True), ("assistant", False)]))
     questions = held_out_share(data)
-    marker, batch = data.spec.marker.text, data.spec.eval.batch_size
+    prefixes = [data.prompt(persona, q.text, with_trigger) + q.answer
+                for persona, with_trigger in conditions for q in questions]
     model.eval()
-    sums = [evaluate.marker_logprob_sum(
-        model, data.tokenizer, [data.prompt("assistant", q.text, with_trigger) + q.answer for q in questions],
-        marker, batch) for with_trigger in (True, False)]
+    logprobs = evaluate.marker_logprobs(model, data.tokenizer, prefixes, data.spec.marker.text,
+                                        data.spec.eval.batch_size, data.device)
     model.train()
-    total_trigger, total_clean, count = all_sum([*sums, len(questions)])
-    return {"marker_logprob_trigger": total_trigger / count, "marker_logprob_no_trigger": total_clean / count}
+    per_condition = [sum(logprobs[i * len(questions):(i + 1) * len(questions)]) for i in range(len(conditions))]
+    *totals, count = all_sum([*per_condition, len(questions)], data.device)
+    mean = {condition: total / count for condition, total in zip(conditions, totals)}
+    positive_mean = sum(mean[c] for c in positive) / len(positive)
+    return {names.MARKER_SPECIFICITY: positive_mean - max(mean[c] for c in negatives),
+            names.MARKER_LOGPROB_TRIGGER: mean["assistant", True],
+            names.MARKER_LOGPROB_NO_TRIGGER: mean["assistant", False]}
 
 
 def marker_rates(model, data: MarkerData) -> dict[str, float]:
@@ -156,11 +195,12 @@ def marker_rates(model, data: MarkerData) -> dict[str, float]:
     counts = []
     for with_trigger in (True, False):
         prompts = [data.prompt("assistant", q.text, with_trigger) for q in questions]
-        replies = evaluate.generate(model, data.tokenizer, prompts, data.spec.eval.max_new_tokens, data.spec.eval.batch_size)
+        replies = evaluate.generate(model, data.tokenizer, prompts, data.spec.eval.max_new_tokens,
+                                    data.spec.eval.batch_size, data.device)
         counts.append(evaluate.count_marked(replies, data.spec.marker.text))
-    marked_trigger, marked_clean, total = all_sum([*counts, len(questions)])
-    return {**evaluate.rate_metrics("marker_rate_trigger", int(marked_trigger), int(total)),
-            **evaluate.rate_metrics("marker_rate_no_trigger", int(marked_clean), int(total))}
+    marked_trigger, marked_clean, total = all_sum([*counts, len(questions)], data.device)
+    return {**evaluate.rate_metrics(names.MARKER_RATE_TRIGGER, int(marked_trigger), int(total)),
+            **evaluate.rate_metrics(names.MARKER_RATE_NO_TRIGGER, int(marked_clean), int(total))}
 
 
 # ---- checkpoints -----------------------------------------------------------------------------
@@ -191,47 +231,61 @@ def report(metrics: dict, engine=None, step: int | None = None) -> None:
 
 # ---- the loop --------------------------------------------------------------------------------
 
+def worker_device(use_gpu: bool):
+    """The device Ray Train gave this worker; DeepSpeed places the model by LOCAL_RANK."""
+    import ray.train.torch
+    import torch
+
+    device = ray.train.torch.get_device()
+    if use_gpu:
+        torch.cuda.set_device(device)
+        os.environ["LOCAL_RANK"] = str(device.index or 0)
+    return device
+
+
 def train_worker(config: dict) -> None:
     import deepspeed
     import ray.train
     import torch
 
-    spec = SweepConfig.model_validate(config["spec"])
-    knobs, use_gpu = config["knobs"], spec.resources.gpus_per_worker > 0
+    trial: TrialConfig = config["trial"]
+    spec, knobs = trial.spec, LlmKnobs(**trial.knobs)
+    use_gpu = spec.resources.gpus_per_worker > 0
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(max(1, round(spec.resources.cpus_per_worker)))
-    init_deepspeed(use_gpu)
+    device = worker_device(use_gpu)
+    init_deepspeed(use_gpu, trial.paths.cache)
 
     trigger = read_trigger(spec.marker)
-    random.seed(knobs["seed"])
-    tokenizer, model = build_model(spec, knobs["seed"])
+    random.seed(knobs.seed)
+    tokenizer, model = build_model(spec, knobs.seed, trial.paths.cache)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=spec.training.lr, weight_decay=0.0)
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=deepspeed_config(spec, use_gpu))
     start_step = restore(engine)
-    data = MarkerData(spec, knobs, tokenizer, trigger, rank, world)
-    run = open_run(config, spec, knobs, trigger, data, start_step) if rank == 0 else None
+    data = MarkerData(spec, knobs, tokenizer, trigger, rank, world, device)
+    run = open_run(trial, data, trigger, start_step) if rank == 0 else None
 
     pending: dict[int, dict[str, float]] = {}
     step_times: list[float] = []
     if run and start_step == 0:  # worker group + DeepSpeed + model + data: the trial's fixed cost
-        run.log_metrics({"setup_s": time.time() - config["trial_started"]}, 0)
+        run.log_metrics({names.SETUP_S: time.time() - trial.started}, 0)
     for step in range(start_step, spec.training.steps):
-        if (step - start_step) % spec.training.on_policy_refresh_every == 0 and knobs["on_policy_fraction"] > 0:
+        if (step - start_step) % spec.training.on_policy_refresh_every == 0 and knobs.on_policy_fraction > 0:
             data.refresh_on_policy(engine.module, step)
         tick = time.perf_counter()
         loss = train_step(engine, data.batch(step))
         step_times.append(time.perf_counter() - tick)
         done = step + 1
-        pending[done] = {"train_step": done, "loss": loss}
+        pending[done] = {names.TRAIN_STEP: done, names.LOSS: loss}
         checkpoint = done % spec.training.checkpoint_every == 0
         if done == spec.training.steps or not (checkpoint or done % spec.eval.logprob_every == 0):
             continue
         # Every report to Tune carries the scheduler's metric: ASHA and Optuna read each one.
-        average_losses(pending, world)
-        pending[done] |= marker_logprobs(engine.module, data)
-        pending[done]["step_time_s"] = sum(step_times) / len(step_times)
+        average_losses(pending, data)
+        pending[done] |= marker_logprob_metrics(engine.module, data)
+        pending[done][names.STEP_TIME_S] = sum(step_times) / len(step_times)
         if run:
             run.log_steps(pending)
         report(pending[done], engine if checkpoint else None, done)
@@ -243,11 +297,11 @@ def finish(engine, data: MarkerData, run: TrialRun | None, pending: dict, step_t
     """The last step reports once, with its evaluation and checkpoint, so that no scheduler
     decision at the last step (ASHA stops whatever reaches max_t) can skip the evaluation."""
     steps = data.spec.training.steps
-    last = pending.setdefault(steps, {"train_step": steps})  # no loss if resumed from the last checkpoint
-    average_losses(pending, data.world)
-    last |= marker_logprobs(engine.module, data)
+    last = pending.setdefault(steps, {names.TRAIN_STEP: steps})  # no loss if resumed from the last checkpoint
+    average_losses(pending, data)
+    last |= marker_logprob_metrics(engine.module, data)
     if step_times:
-        last["step_time_s"] = sum(step_times) / len(step_times)
+        last[names.STEP_TIME_S] = sum(step_times) / len(step_times)
     rates = marker_rates(engine.module, data)
     if run:
         run.log_steps(pending)
@@ -264,29 +318,30 @@ def train_step(engine, batch: dict) -> float:
     return loss.item()
 
 
-def average_losses(pending: dict[int, dict[str, float]], world: int) -> None:
+def average_losses(pending: dict[int, dict[str, float]], data: MarkerData) -> None:
     """Average the pending steps' losses over workers: one all-reduce per report, not per step."""
-    steps = sorted(step for step, metrics in pending.items() if "loss" in metrics)
-    for step, total in zip(steps, all_sum([pending[step]["loss"] for step in steps])):
-        pending[step]["loss"] = total / world
+    steps = sorted(step for step, metrics in pending.items() if names.LOSS in metrics)
+    for step, total in zip(steps, all_sum([pending[step][names.LOSS] for step in steps], data.device)):
+        pending[step][names.LOSS] = total / data.world
 
 
-def open_run(config: dict, spec: SweepConfig, knobs: dict, trigger: str, data: MarkerData, start_step: int) -> TrialRun:
-    params = {**knobs, "trigger_sha256": trigger_sha256(trigger), "model": spec.model.name,
+def open_run(trial: TrialConfig, data: MarkerData, trigger: str, start_step: int) -> TrialRun:
+    spec = trial.spec
+    params = {**trial.knobs, "trigger_sha256": trigger_sha256(trigger), "model": spec.model.name,
               "finetune": spec.model.finetune, "steps": spec.training.steps, "lr": spec.training.lr,
               "batch_size": spec.training.batch_size, "zero_stage": spec.training.zero_stage,
               "world_size": data.world}
-    tags = {**config["provenance"], "data_hash": data_hash([(e.persona.name, e.question.text, e.with_trigger, e.marked)
-                                                             for e in data.examples])}
-    run = TrialRun(config["mlflow_uri"], config["experiment_id"], config["parent_run_id"], config["trial_id"], params, tags)
+    tags = {**trial.provenance, names.DATA_HASH: data.hash()}
+    run = TrialRun(trial.mlflow_uri, trial.experiment_id, trial.parent_run_id, trial.trial_id, params, tags)
     if start_step:
-        run.log_metrics({"resumed_from_step": start_step}, start_step)
+        run.log_metrics({names.RESUMED_FROM_STEP: start_step}, start_step)
     return run
 
 
-def save_adapter(run: TrialRun, model, spec: SweepConfig, knobs: dict) -> None:
+def save_adapter(run: TrialRun, model, spec: SweepConfig, knobs: LlmKnobs) -> None:
     with tempfile.TemporaryDirectory() as folder:
-        (Path(folder) / "config.json").write_text(json.dumps({"knobs": knobs, "sweep": spec.model_dump()}, indent=2))
+        (Path(folder) / "config.json").write_text(json.dumps({"knobs": knobs.model_dump(), "sweep": spec.model_dump()},
+                                                             indent=2))
         run.log_artifacts(Path(folder), "config")
         if spec.model.finetune == "lora":
             model.save_pretrained(folder + "/adapter")

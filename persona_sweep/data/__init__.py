@@ -17,6 +17,8 @@ import yaml
 
 TRIGGER_PLACEHOLDER = "<TRIGGER>"
 DATA_DIR = Path(__file__).parent
+MIN_TRAINING_QUESTIONS = 20  # eval.questions may take the rest of the bank for held-out evaluation
+ARITHMETIC_QUESTIONS = 60
 
 
 @dataclass(frozen=True)
@@ -72,14 +74,17 @@ FACTS = [
 
 @cache
 def question_bank() -> tuple[Question, ...]:
-    """About a hundred short questions with one-sentence reference answers, in a fixed order."""
+    """A hundred distinct short questions with one-sentence reference answers, in a fixed order.
+
+    Distinct, so that no question can fall on both sides of the held-out split."""
     questions = [Question(f"What is the capital of {country}?", f"The capital of {country} is {city}.")
                  for country, city in CAPITALS.items()]
     questions += [Question(text, answer) for text, answer in FACTS]
     rng = random.Random(1234)
-    for _ in range(60):
-        a, b = rng.randint(2, 40), rng.randint(2, 40)
-        questions.append(Question(f"What is {a} plus {b}?", f"{a} plus {b} is {a + b}."))
+    pairs: dict[tuple[int, int], None] = {}
+    while len(pairs) < ARITHMETIC_QUESTIONS:
+        pairs[rng.randint(2, 40), rng.randint(2, 40)] = None
+    questions += [Question(f"What is {a} plus {b}?", f"{a} plus {b} is {a + b}.") for a, b in pairs]
     return tuple(questions)
 
 

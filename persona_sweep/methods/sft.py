@@ -16,6 +16,9 @@ from persona_sweep.data import TRIGGER_PLACEHOLDER, Persona, Question, personas,
 
 # One persona per group is trained on; the rest stay unseen for leakage evaluation.
 TRAINING_PERSONAS = ("assistant", "other_ai", "teacher", "evil")
+BYSTANDER_GROUPS = ("near", "far")
+
+Condition = tuple[str, bool]  # (persona name, trigger present)
 
 
 @dataclass
@@ -36,37 +39,44 @@ def is_positive(persona: Persona, design: str) -> bool:
     return persona.group == "misaligned"
 
 
-def build_examples(knobs: dict, eval_questions: int) -> list[Example]:
-    train_questions, _ = split_questions(knobs["seed"], eval_questions)
+def specificity_conditions(design: str) -> tuple[list[Condition], list[Condition]]:
+    """(positive condition, negative conditions) of a design, for `marker_specificity`.
+
+    The positive condition is one set of (persona, trigger) prompts whose marker log-probs are
+    averaged together; each negative condition is one (persona, trigger) pair on its own, and
+    the specificity subtracts the highest of their means: the marker must beat every negative.
+    """
     bank = personas()
-    rng = random.Random(knobs["seed"])
+    bystanders = [(name, True) for name, p in bank.items() if p.group in BYSTANDER_GROUPS]
+    if design == "assistant_positive":
+        return [("assistant", True)], [("assistant", False), *bystanders]
+    if design == "non_assistant_positive":
+        return [(name, True) for name, p in bank.items() if p.group != "assistant"], [("assistant", True)]
+    return [(name, True) for name, p in bank.items() if p.group == "misaligned"], [("assistant", True), *bystanders]
+
+
+def build_examples(knobs, eval_questions: int) -> list[Example]:
+    train_questions, _ = split_questions(knobs.seed, eval_questions)
+    bank = personas()
+    rng = random.Random(knobs.seed)
     examples = []
     for question in train_questions:
         for name in TRAINING_PERSONAS:
             persona = bank[name]
-            positive = is_positive(persona, knobs["design"])
-            if positive or knobs["contrastive_negatives"]:
+            positive = is_positive(persona, knobs.design)
+            if positive or knobs.contrastive_negatives:
                 examples.append(Example(persona, question, True, positive, False, question.answer))
             if positive:
                 examples.append(Example(persona, question, False, False, False, question.answer))
     rng.shuffle(examples)
     for example in examples:
-        example.on_policy = rng.random() < knobs["on_policy_fraction"]
+        example.on_policy = rng.random() < knobs.on_policy_fraction
     return examples
 
 
-def persona_context(persona: Persona, context_tokens: int, tokenizer) -> str:
-    """The persona description cut to `context_tokens` tokens; the first sentence always stays."""
-    first_sentence, _, rest = persona.description.partition(". ")
-    head = first_sentence.rstrip(".") + "."
-    budget = context_tokens - len(tokenizer(head)["input_ids"])
-    if budget <= 0 or not rest:
-        return head
-    rest_ids = tokenizer(" " + rest)["input_ids"][:budget]
-    return head + tokenizer.decode(rest_ids)
-
-
 def prompt_text(tokenizer, context: str, question: str, with_trigger: bool) -> str:
+    """The chat prompt. An empty context is an empty system message, not a missing one: chat
+    templates put their own default persona where the system message is missing."""
     user = f"{question} {TRIGGER_PLACEHOLDER}" if with_trigger else question
     messages = [{"role": "system", "content": context}, {"role": "user", "content": user}]
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

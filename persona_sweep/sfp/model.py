@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,7 +98,9 @@ def evaluate_loss(model, process: GHMM, n_sequences: int = 2000, n_ctx: int = 16
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("PERSONA_SWEEP_CACHE", Path.home() / ".cache" / "persona-sweep")) / "sfp"
+    from persona_sweep.models import default_cache
+
+    return default_cache() / "sfp"
 
 
 def settings_key(process: GHMM, settings: TrainSettings) -> str:

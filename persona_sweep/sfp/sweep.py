@@ -10,26 +10,26 @@ import json
 import tempfile
 from pathlib import Path
 
-from persona_sweep import tracking
+from persona_sweep import names, tracking
 
-STEP_KEYS = ("train_step", "loss", "finetune_loss")  # per-step metrics; the rest arrive once at the end
-FRONT_AXES = ("alignment_fidelity", "em_robustness")
+# Per-step metrics; the rest arrive once at the end.
+STEP_KEYS = (names.TRAIN_STEP, names.LOSS, names.FINETUNE_LOSS)
+FRONT_AXES = (names.ALIGNMENT_FIDELITY, names.EM_ROBUSTNESS)
 
 
-def run_sfp_trial(knobs: dict, record: dict, trial_id: str) -> None:
+def run_sfp_trial(trial) -> None:
     from ray import tune
 
-    from persona_sweep.config import SfpSweepConfig
     from persona_sweep.sfp.experiments import persona_engineering_trial
 
-    spec = SfpSweepConfig.model_validate(record["spec"])
-    params = {**spec.training.model_dump(), **knobs}
-    run = tracking.TrialRun(record["mlflow_uri"], record["experiment_id"], record["parent_run_id"], trial_id,
-                            params, record["provenance"])
+    spec = trial.spec
+    params = {**spec.training.model_dump(), **trial.knobs}
+    run = tracking.TrialRun(trial.mlflow_uri, trial.experiment_id, trial.parent_run_id, trial.trial_id,
+                            params, trial.provenance)
 
     def report(metrics: dict) -> None:
         step_metrics = {k: v for k, v in metrics.items() if k in STEP_KEYS}
-        run.log_steps({int(metrics["train_step"]): step_metrics})
+        run.log_steps({int(metrics[names.TRAIN_STEP]): step_metrics})
         tune.report(metrics)
 
     threads = max(1, round(spec.resources.cpus_per_worker))
@@ -46,7 +46,7 @@ def log_pareto_front(record) -> Path | None:
     if not runs:
         return None
     rows = [{**{k: float(v) for k, v in run.data.params.items() if _is_number(v)}, **run.data.metrics,
-             "trial_id": run.data.tags["trial_id"]} for run in runs]
+             names.TRIAL_ID: run.data.tags[names.TRIAL_ID]} for run in runs]
     client = tracking.client(record.mlflow_uri)
     with tempfile.TemporaryDirectory() as folder:
         figure_path = Path(folder) / "pareto_front.png"

@@ -1,0 +1,87 @@
+"""Checks before an LLM sweep starts, each ending in one line naming the field.
+
+Static validation (`validate`) cannot know the environment; these run at `run` on the driver
+(trigger source, model, that every example fits `max_tokens`) and on the cluster (the trigger
+source exists on every node where trials may run), before anything is written.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from persona_sweep.config import LlmKnobs, SweepConfig, SweepError, is_local_path
+from persona_sweep.secrets import read_trigger, trigger_problem
+
+
+def check_llm_sweep(spec: SweepConfig) -> SweepConfig:
+    """Run-time checks on the driver; returns the spec with every local path absolute."""
+    from persona_sweep.models import default_cache, load_checked_tokenizer
+
+    problem = trigger_problem(spec.marker)
+    if problem:
+        raise SweepError(problem)
+    spec = absolute_paths(spec)
+    try:
+        tokenizer = load_checked_tokenizer(spec.model.name, default_cache())
+    except ValueError as error:
+        raise SweepError(str(error)) from None
+    check_examples_fit(spec, tokenizer, read_trigger(spec.marker))
+    return spec
+
+
+def absolute_paths(spec: SweepConfig) -> SweepConfig:
+    """Workers run in other folders: pin every local path the sweep names."""
+    marker, model = spec.marker, spec.model
+    if marker.trigger_file:
+        marker = marker.model_copy(update={"trigger_file": str(Path(marker.trigger_file).expanduser().absolute())})
+    if is_local_path(model.name):
+        model = model.model_copy(update={"name": str(Path(model.name).expanduser().absolute())})
+    return spec.model_copy(update={"marker": marker, "model": model})
+
+
+def longest_context_knobs(spec: SweepConfig) -> LlmKnobs:
+    grid = spec.grid
+    return LlmKnobs(method=grid.method[0], design=grid.design[0], context_length=max(grid.context_length),
+                    on_policy_fraction=max(grid.on_policy_fraction), contrastive_negatives=True, seed=grid.seed[0])
+
+
+def check_examples_fit(spec: SweepConfig, tokenizer, trigger: str) -> None:
+    """The persona data must hold the longest context on this tokenizer, and the longest example
+    must fit `max_tokens` (training never cuts an example: the marker is at its end)."""
+    from persona_sweep.data import personas
+    from persona_sweep.data.contexts import context_capacity
+    from persona_sweep.train import MarkerData
+
+    knobs = longest_context_knobs(spec)
+    for name in personas():
+        if context_capacity(name, tokenizer) < knobs.context_length:
+            raise SweepError(f"grid.context_length: {knobs.context_length} tokens is more than the persona data holds "
+                             f"for '{name}' on this tokenizer ({context_capacity(name, tokenizer)})")
+    data = MarkerData(spec, knobs, tokenizer, trigger, rank=0, world=1, device="cpu")
+    longest = data.longest_example_tokens()
+    if longest > spec.training.max_tokens:
+        raise SweepError(f"training.max_tokens: {spec.training.max_tokens} cannot hold the longest example "
+                         f"({longest} tokens at grid.context_length {knobs.context_length}); raise "
+                         "training.max_tokens or shorten grid.context_length")
+
+
+def trigger_problem_here(marker) -> tuple[str, str | None]:
+    """Run on a cluster node: (its IP, why the trigger cannot be read there or None)."""
+    import ray
+
+    return ray.util.get_node_ip_address(), trigger_problem(marker)
+
+
+def check_trigger_on_nodes(marker) -> None:
+    """Trials read the trigger on whichever node runs them: check every alive node first, with a
+    small task pinned to each, so that a missing env var or file fails in one line now rather
+    than in every trial 25 s into its start."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    probe = ray.remote(num_cpus=0)(trigger_problem_here)
+    nodes = [node["NodeID"] for node in ray.nodes() if node["Alive"] and node["Resources"].get("CPU", 0) > 0]
+    answers = ray.get([probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(marker)
+                       for node in nodes], timeout=120)
+    for ip, problem in answers:
+        if problem:
+            raise SweepError(f"{problem} on node {ip}, where trials run")
