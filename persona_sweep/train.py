@@ -13,6 +13,7 @@ import os
 import random
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from persona_sweep import evaluate, names
@@ -216,6 +217,33 @@ def restore(engine) -> int:
     return int(client_state["step"])
 
 
+def save_checkpoint(engine, folder: str, step: int) -> None:
+    """Trainable weights and optimizer state only (on every rank: each saves its ZeRO shard)."""
+    with trainable_state_only(engine.module):
+        engine.save_checkpoint(folder, tag=CHECKPOINT_TAG, client_state={"step": step}, exclude_frozen_parameters=True)
+
+
+@contextmanager
+def trainable_state_only(module):
+    """While saving, leave every frozen parameter out of `module.state_dict()`, tied aliases too.
+
+    DeepSpeed's `exclude_frozen_parameters` drops the names `named_parameters()` lists, which
+    lists a tied weight once: the frozen `lm_head.weight` alias of the input embedding (113 MB
+    of the embedded model) stayed in every LoRA checkpoint. Restoring loads non-strictly, so
+    the base weights come from the model as built."""
+    frozen = [name for name, p in module.named_parameters(remove_duplicate=False) if not p.requires_grad]
+
+    def drop_frozen(_module, state_dict, prefix, _local_metadata):
+        for name in frozen:
+            state_dict.pop(prefix + name, None)
+
+    handle = module.register_state_dict_post_hook(drop_frozen)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def report(metrics: dict, engine=None, step: int | None = None) -> None:
     """All ranks report together; with `engine`, a DeepSpeed checkpoint goes with the metrics."""
     import ray.train
@@ -224,8 +252,7 @@ def report(metrics: dict, engine=None, step: int | None = None) -> None:
         ray.train.report(metrics)
         return
     with tempfile.TemporaryDirectory() as folder:
-        # Frozen base weights are not saved: only LoRA (or all, for full fine-tunes) and optimizer state.
-        engine.save_checkpoint(folder, tag=CHECKPOINT_TAG, client_state={"step": step}, exclude_frozen_parameters=True)
+        save_checkpoint(engine, folder, step)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 

@@ -28,11 +28,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def without_persona_sweep_env() -> dict[str, str]:
+    """The environment a user has: no PERSONA_SWEEP_* (Ray workers must not need them)."""
+    return {key: value for key, value in os.environ.items() if not key.startswith("PERSONA_SWEEP_")}
+
+
 @pytest.fixture(scope="session")
-def ray_address(tmp_path_factory):
-    temp_dir = tmp_path_factory.mktemp("ray")
+def ray_temp_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("ray")
+
+
+@pytest.fixture(scope="session")
+def ray_address(ray_temp_dir):
+    temp_dir = ray_temp_dir
     port = free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    env = {**without_persona_sweep_env(), "RAY_AUTH_MODE": "token"}
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RAY_AUTH_MODE", "token")
         ensure_auth_token()
@@ -59,18 +69,27 @@ def trigger_file(tmp_path):
     return path
 
 
-def cli(*args, home: Path, check: bool = True, timeout: float = 900, **popen) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PERSONA_SWEEP_HOME": str(home), "RAY_AUTH_MODE": "token"}
-    result = subprocess.run([*CLI, *map(str, args)], env=env, capture_output=True, text=True, timeout=timeout)
+def cli_env(home: Path | None, **extra: str) -> dict[str, str]:
+    """With `home=None` the CLI runs as the README says: no PERSONA_SWEEP_HOME, `./runs` of its cwd."""
+    env = {**without_persona_sweep_env(), "RAY_AUTH_MODE": "token", **extra}
+    if home is not None:
+        env["PERSONA_SWEEP_HOME"] = str(home)
+    return env
+
+
+def cli(*args, home: Path | None, check: bool = True, timeout: float = 900, cwd: Path | None = None,
+        env: dict | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run([*CLI, *map(str, args)], env=env or cli_env(home), capture_output=True, text=True,
+                            timeout=timeout, cwd=cwd)
     if check and result.returncode != 0:
         raise AssertionError(f"persona-sweep {' '.join(map(str, args))} exited {result.returncode}:\n"
                              f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result
 
 
-def start_cli(*args, home: Path, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "PERSONA_SWEEP_HOME": str(home), "RAY_AUTH_MODE": "token"}
-    return subprocess.Popen([*CLI, *map(str, args)], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+def start_cli(*args, home: Path | None, log: Path, cwd: Path | None = None, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([*CLI, *map(str, args)], env=env or cli_env(home), stdout=log.open("w"),
+                            stderr=subprocess.STDOUT, cwd=cwd)
 
 
 def wait_for(condition, timeout_s: float, what: str, interval_s: float = 1.0):

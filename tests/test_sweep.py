@@ -1,7 +1,9 @@
 """The engine end to end on a tiny random Llama: real Ray Tune + Ray Train + DeepSpeed + MLflow.
 
-One sweep is killed mid-trial (SIGKILL on the driver) and resumed; the assertions then read what
-a user would read: MLflow runs, the results folder, `status`, and every file for the trigger.
+Sweeps are run the README's way: from a working folder, with no PERSONA_SWEEP_* variable
+(results land in ./runs), against the session's Ray cluster (which has none either) or an
+embedded local Ray. Drivers are SIGKILLed and interrupted with Ctrl-C, then resumed; the
+assertions read what a user would read: MLflow runs, the results folder, `status`, every file.
 """
 from __future__ import annotations
 
@@ -10,8 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli, start_cli, wait_for, write_sweep
-from persona_sweep import tracking
+from conftest import cli, cli_env, start_cli, wait_for, write_sweep
+from helpers import (assert_no_checkpoints_under, assert_resumed_once, assert_trigger_nowhere, steps_logged,
+                     sweep_runs)
+from persona_sweep import names, tracking
+from persona_sweep.models import default_cache
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +24,7 @@ TINY = """
 name: {name}
 model: {{name: tiny-random, lora_rank: 8, lora_targets: [q_proj, v_proj]}}
 marker: {{trigger_file: {trigger}}}
-training: {{steps: {steps}, lr: 0.005, batch_size: 4, max_tokens: 96, checkpoint_every: 5}}
+training: {{steps: {steps}, lr: 0.005, batch_size: 4, max_tokens: 160, checkpoint_every: 5, max_failures: 0}}
 grid: {{method: [sft], context_length: {contexts}, on_policy_fraction: [{on_policy}]}}
 eval: {{questions: 6, max_new_tokens: 6, logprob_every: 5}}
 scheduler: {{type: none}}
@@ -27,34 +32,42 @@ resources: {{workers_per_trial: {workers}, cpus_per_worker: 0.99}}
 """
 
 
-def sweep_file(tmp_path: Path, trigger: Path, name: str, steps: int, contexts: str, workers: int, on_policy=0.0) -> Path:
+def sweep_file(folder: Path, trigger: Path, name: str, steps: int, contexts: str, workers: int, on_policy=0.0) -> Path:
     text = TINY.format(name=name, trigger=trigger, steps=steps, contexts=contexts, workers=workers, on_policy=on_policy)
-    return write_sweep(tmp_path / f"{name}.yaml", text)
+    return write_sweep(folder / f"{name}.yaml", text)
 
 
-def child_runs(home: Path, name: str) -> list:
-    uri = tracking.default_uri(home)
-    experiment = tracking.client(uri).get_experiment_by_name(name)
-    return tracking.child_runs(uri, experiment.experiment_id) if experiment else []
+def working_folder(tmp_path: Path, secret: str) -> tuple[Path, Path]:
+    """A user's folder: the sweep file and the trigger file sit there, results go to ./runs."""
+    work = tmp_path / "work"
+    work.mkdir()
+    trigger = work / "trigger"
+    trigger.write_text(secret)
+    return work, trigger
 
 
-def steps_logged(home: Path, name: str) -> int:
-    if not (home / "sweeps" / f"{name}.json").exists():  # the driver is still creating the MLflow store
-        return 0
-    runs = child_runs(home, name)
-    client = tracking.client(tracking.default_uri(home))
-    return max((m.step for run in runs for m in client.get_metric_history(run.info.run_id, "loss")), default=0)
+def kill_after_checkpoints(driver, home: Path, name: str, trials: int, log: Path, sig=signal.SIGKILL) -> None:
+    """Wait until every trial logged step 10 (a checkpoint at step 5 and 10), then signal the driver."""
+    try:
+        wait_for(lambda: (len(steps_logged(home, name)) == trials and min(steps_logged(home, name).values()) >= 10)
+                 or driver.poll() is not None, 600, "logged checkpoints")
+        assert driver.poll() is None, log.read_text()[-3000:]
+        driver.send_signal(sig)
+        driver.wait(120)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
 
 
 def test_one_trial_two_workers_zero2_learns(ray_address, home, trigger_file, tmp_path):
     path = sweep_file(tmp_path, trigger_file, "two-workers", steps=15, contexts="[8]", workers=2)
     cli("run", path, "--address", ray_address, home=home)
 
-    (run,) = child_runs(home, "two-workers")
-    assert run.data.tags["trial_status"] == "completed"
+    (run,) = sweep_runs(home, "two-workers")
+    assert run.data.tags[names.TRIAL_STATUS] == names.COMPLETED
     assert run.data.params["world_size"] == "2" and run.data.params["zero_stage"] == "2"
     client = tracking.client(tracking.default_uri(home))
-    losses = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "loss"), key=lambda m: m.step)]
+    losses = [m.value for m in sorted(client.get_metric_history(run.info.run_id, names.LOSS), key=lambda m: m.step)]
     assert len(losses) == 15
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.05, losses
 
@@ -65,71 +78,140 @@ def test_one_trial_two_workers_zero2_learns(ray_address, home, trigger_file, tmp
     weights = load_file(adapter / "adapter_model.safetensors")
     lora_b = [tensor for key, tensor in weights.items() if "lora_B" in key]
     assert lora_b and all(tensor.abs().sum() > 0 for tensor in lora_b)
-    for key in ("marker_rate_trigger", "marker_rate_no_trigger", "marker_rate_trigger_lo", "marker_logprob_trigger"):
+    for key in (names.MARKER_RATE_TRIGGER, names.MARKER_RATE_NO_TRIGGER, f"{names.MARKER_RATE_TRIGGER}_lo",
+                names.MARKER_SPECIFICITY):
         assert key in run.data.metrics
+
+    # Two ranks really shared the work: ZeRO-2 split the optimizer state into one shard per rank.
+    final = max((home / "ray_results" / "two-workers" / "_train").rglob("checkpoint_*"))
+    shards = sorted(path.name for path in final.rglob("*optim_states.pt"))
+    assert [name.split("_")[2] for name in shards] == ["0", "1"], shards
 
 
 @pytest.fixture(scope="module")
-def killed_and_resumed(ray_address, tmp_path_factory):
-    """A 2-trial sweep whose driver is SIGKILLed after a checkpoint, then resumed."""
+def killed_and_resumed(ray_address, ray_temp_dir, tmp_path_factory):
+    """A 2-trial sweep on the session cluster, run from a working folder without any
+    PERSONA_SWEEP_* variable, its driver SIGKILLed after both trials checkpointed, then resumed."""
     tmp_path = tmp_path_factory.mktemp("resume")
-    home = tmp_path / "home"
-    trigger = tmp_path / "trigger"
-    trigger.write_text("~kill-me-not-7f3a~")
-    path = sweep_file(tmp_path, trigger, "killed", steps=30, contexts="[8, 24]", workers=1, on_policy=0.5)
-    driver = start_cli("run", path, "--address", ray_address, home=home, log=tmp_path / "driver.log")
-    try:
-        wait_for(lambda: steps_logged(home, "killed") >= 10 or driver.poll() is not None, 600, "a logged checkpoint")
-        assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
-        driver.send_signal(signal.SIGKILL)
-        driver.wait(30)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-    killed_at = steps_logged(home, "killed")
-    resumed = cli("resume", "killed", "--address", ray_address, home=home)
-    return {"home": home, "trigger": trigger.read_text(), "killed_at": killed_at, "resume_output": resumed.stdout,
-            "tmp": tmp_path, "path": path}
+    work, trigger = working_folder(tmp_path, "~kill-me-not-7f3a~")
+    home = work / "runs"
+    path = sweep_file(work, Path("trigger"), "killed", steps=30, contexts="[8, 24]", workers=1, on_policy=0.5)
+    log = tmp_path / "driver.log"
+    driver = start_cli("run", path.name, "--address", ray_address, home=None, cwd=work, log=log)
+    kill_after_checkpoints(driver, home, "killed", trials=2, log=log)
+    resumed = cli("resume", "killed", "--address", ray_address, home=None, cwd=work)
+    return {"home": home, "work": work, "trigger": trigger.read_text(), "resume_output": resumed.stdout,
+            "log": log, "path": path, "ray_temp_dir": ray_temp_dir}
 
 
 def test_resume_finishes_every_trial_once_from_its_checkpoint(killed_and_resumed):
-    home = killed_and_resumed["home"]
-    runs = child_runs(home, "killed")
-    trial_ids = [run.data.tags["trial_id"] for run in runs]
-    assert len(runs) == 2 and len(set(trial_ids)) == 2, trial_ids
-    assert all(run.data.tags["trial_status"] == "completed" for run in runs)
-    assert all(run.data.metrics["train_step"] == 30 for run in runs)
-    resumed_from = [run.data.metrics.get("resumed_from_step", 0) for run in runs]
-    assert max(resumed_from) >= 5, resumed_from  # a checkpoint step, not step 0
-    client = tracking.client(tracking.default_uri(home))
-    for run in runs:  # replayed steps after the checkpoint are not logged twice
-        steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
-        assert sorted(steps) == list(range(1, 31)), steps
+    assert_resumed_once(killed_and_resumed["home"], "killed", trials=2, steps=30, resumed=2)
+    # Checkpoints live in the sweep's storage under the working folder, never in Ray's temp dir.
+    assert list((killed_and_resumed["home"] / "ray_results" / "killed" / "_train").rglob("checkpoint_*"))
+    assert_no_checkpoints_under(killed_and_resumed["ray_temp_dir"])
 
 
 def test_status_and_list_show_the_sweep(killed_and_resumed):
-    home = killed_and_resumed["home"]
-    status = cli("status", "killed", home=home).stdout
-    assert status.count("completed") == 2
-    assert "2/2 trials ended  kind=llm" in cli("list", home=home).stdout
+    work = killed_and_resumed["work"]
+    status = cli("status", "killed", home=None, cwd=work).stdout
+    assert status.count(names.COMPLETED) == 2
+    assert "2/2 trials ended  kind=llm" in cli("list", home=None, cwd=work).stdout
 
 
 def test_second_run_under_existing_name_is_refused(killed_and_resumed):
-    result = cli("run", killed_and_resumed["path"], home=killed_and_resumed["home"], check=False)
+    result = cli("run", killed_and_resumed["path"].name, home=None, cwd=killed_and_resumed["work"], check=False)
     assert result.returncode == 2
     assert "already has results" in result.stderr and "persona-sweep resume killed" in result.stderr
 
 
 def test_trigger_appears_nowhere(killed_and_resumed):
-    trigger = killed_and_resumed["trigger"].encode()
-    home = killed_and_resumed["home"]
-    searched = 0
-    for path in [*home.rglob("*"), killed_and_resumed["tmp"] / "driver.log"]:
-        if path.is_file():
-            searched += 1
-            assert trigger not in path.read_bytes(), f"trigger found in {path}"
-    assert searched > 20  # the MLflow store, artifacts, Tune/Train results, logs
-    assert trigger.decode() not in killed_and_resumed["resume_output"]
+    trigger, home = killed_and_resumed["trigger"], killed_and_resumed["home"]
+    # The MLflow store, artifacts, Tune/Train results and logs; Ray's session folder (worker
+    # logs); the model cache; what the driver printed.
+    searched = assert_trigger_nowhere(trigger, home, killed_and_resumed["ray_temp_dir"], default_cache(),
+                                      killed_and_resumed["log"], min_files=50)
+    assert searched > 50
+    assert trigger not in killed_and_resumed["resume_output"]
+
+
+def test_embedded_driver_killed_and_resumed(tmp_path):
+    """No --address: the driver's own Ray. SIGKILL it mid-trial; `resume` starts a new Ray and
+    continues from the checkpoint in ./runs (Ray's temp dir holds none)."""
+    work, trigger = working_folder(tmp_path, "~embedded-secret-51c2~")
+    ray_tmp = tmp_path / "raytmp"
+    env = cli_env(None, RAY_TMPDIR=str(ray_tmp))
+    path = sweep_file(work, Path("trigger"), "embedded", steps=20, contexts="[8]", workers=1)
+    log = tmp_path / "driver.log"
+    driver = start_cli("run", path.name, home=None, cwd=work, log=log, env=env)
+    kill_after_checkpoints(driver, work / "runs", "embedded", trials=1, log=log)
+    cli("resume", "embedded", home=None, cwd=work, env=env)
+    assert_resumed_once(work / "runs", "embedded", trials=1, steps=20, resumed=1)
+    assert_no_checkpoints_under(ray_tmp)
+    assert_trigger_nowhere(trigger.read_text(), work / "runs", ray_tmp, log, min_files=20)
+
+
+def test_ctrl_c_stops_trials_and_resume_finishes_them(ray_address, tmp_path):
+    work, _ = working_folder(tmp_path, "~ctrl-c-secret-9d0e~")
+    home = work / "runs"
+    path = sweep_file(work, Path("trigger"), "interrupted", steps=20, contexts="[8]", workers=1)
+    log = tmp_path / "driver.log"
+    driver = start_cli("run", path.name, "--address", ray_address, home=None, cwd=work, log=log)
+    kill_after_checkpoints(driver, home, "interrupted", trials=1, log=log, sig=signal.SIGINT)
+    assert driver.returncode == 1, log.read_text()[-3000:]
+    assert "persona-sweep resume interrupted" in log.read_text()
+    (run,) = sweep_runs(home, "interrupted")
+    assert run.data.tags[names.TRIAL_STATUS] == names.INTERRUPTED
+    client = tracking.client(tracking.default_uri(home))
+    (parent,) = client.search_runs([run.info.experiment_id], f"tags.{names.SWEEP_TAG} = 'interrupted'")
+    assert parent.info.status == "KILLED"
+
+    cli("resume", "interrupted", "--address", ray_address, home=None, cwd=work)
+    assert_resumed_once(home, "interrupted", trials=1, steps=20, resumed=1)
+
+
+def test_trial_that_errors_before_its_run_opens_is_tracked_and_resumed(ray_address, tmp_path):
+    """The trigger file disappears after the pre-flight checks: the trial errors in its workers
+    before rank 0 opens an MLflow run. The driver still records it; `resume` finishes it."""
+    work, trigger = working_folder(tmp_path, "~vanishing-secret-22b7~")
+    home = work / "runs"
+    secret = trigger.read_text()
+    path = sweep_file(work, Path("trigger"), "vanishing", steps=10, contexts="[8]", workers=1)
+    log = tmp_path / "driver.log"
+    driver = start_cli("run", path.name, "--address", ray_address, home=None, cwd=work, log=log)
+    wait_for(lambda: (home / "sweeps" / "vanishing.json").exists() or driver.poll() is not None, 120, "the sweep record")
+    trigger.unlink()
+    assert driver.wait(300) == 1, log.read_text()[-3000:]
+    assert "persona-sweep resume vanishing" in log.read_text()
+    (run,) = sweep_runs(home, "vanishing")
+    assert run.data.tags[names.TRIAL_STATUS] == names.ERRORED and run.info.status == "FAILED"
+    client = tracking.client(tracking.default_uri(home))
+    (parent,) = client.search_runs([run.info.experiment_id], f"tags.{names.SWEEP_TAG} = 'vanishing'")
+    assert parent.info.status == "FAILED"
+    assert names.ERRORED in cli("status", "vanishing", home=None, cwd=work).stdout
+
+    trigger.write_text(secret)
+    cli("resume", "vanishing", "--address", ray_address, home=None, cwd=work)
+    (resumed,) = assert_resumed_once(home, "vanishing", trials=1, steps=10, resumed=0)
+    assert resumed.info.run_id == run.info.run_id and "trigger_sha256" in resumed.data.params
+
+
+def test_failed_starts_leave_the_name_free(ray_address, home, trigger_file, tmp_path, monkeypatch):
+    path = sweep_file(tmp_path, trigger_file, "refused", steps=5, contexts="[8]", workers=1)
+    too_big = cli("run", path, "--address", ray_address, "resources.workers_per_trial=3", home=home, check=False)
+    assert too_big.returncode == 2 and too_big.stderr.strip().splitlines() == [
+        "error: resources: a trial needs 2.98 CPUs but the cluster has 2 CPUs"], too_big.stderr
+
+    # The trigger is in the driver's environment only: the cluster's nodes lack it.
+    env = cli_env(home, PS_DRIVER_ONLY_TRIGGER="~driver-only~")
+    no_trigger = cli("run", path, "--address", ray_address, "marker.trigger_file=null",
+                     "marker.trigger_env=PS_DRIVER_ONLY_TRIGGER", home=home, env=env, check=False)
+    assert no_trigger.returncode == 2, no_trigger.stderr
+    assert no_trigger.stderr.strip().splitlines() == [
+        "error: marker.trigger_env: environment variable PS_DRIVER_ONLY_TRIGGER is not set on node 127.0.0.1, "
+        "where trials run"], no_trigger.stderr
+
+    assert not (home / "sweeps").exists() and not (home / "ray_results").exists()
+    assert tracking.client(tracking.default_uri(home)).get_experiment_by_name("refused") is None
 
 
 def test_asha_stops_trials_below_the_rung_cutoff(ray_address, home, trigger_file, tmp_path):
@@ -141,32 +223,42 @@ def test_asha_stops_trials_below_the_rung_cutoff(ray_address, home, trigger_file
     # 40 steps leaves a single rung at 5, and 35 more steps keep a stopped trial from finishing.
     path = sweep_file(tmp_path, trigger_file, "asha", steps=40, contexts="[32, 16, 8, 0]", workers=1)
     cli("run", path, "--address", ray_address, "scheduler.type=asha", "scheduler.grace_period=5",
-        "scheduler.reduction_factor=8", "resources.max_concurrent_trials=1", "eval.logprob_every=5",
-        "training.checkpoint_every=20", home=home)
+        "scheduler.metric=marker_logprob_trigger", "scheduler.reduction_factor=8",
+        "resources.max_concurrent_trials=1", "eval.logprob_every=5", "training.checkpoint_every=20", home=home)
 
     client = tracking.client(tracking.default_uri(home))
-    runs = sorted(child_runs(home, "asha"), key=lambda run: run.info.start_time)
+    runs = sorted(sweep_runs(home, "asha"), key=lambda run: run.info.start_time)
     assert len(runs) == 4
     at_rung, stopped = [], []
     for run in runs:
-        history = client.get_metric_history(run.info.run_id, "marker_logprob_trigger")
+        history = client.get_metric_history(run.info.run_id, names.MARKER_LOGPROB_TRIGGER)
         at_rung.append(next(m.value for m in history if m.step == 5))
-        stopped.append(run.data.tags["trial_status"] == "stopped_early")
+        stopped.append(run.data.tags[names.TRIAL_STATUS] == names.STOPPED_EARLY)
     cutoff_percentile = (1 - 1 / 8) * 100
     expected = [index > 0 and value < np.nanpercentile(at_rung[:index], cutoff_percentile)
                 for index, value in enumerate(at_rung)]
     assert stopped == expected, (at_rung, stopped)
     assert any(stopped)
     for run, was_stopped in zip(runs, stopped):
-        assert ("marker_rate_trigger" in run.data.metrics) != was_stopped
+        assert (names.MARKER_RATE_TRIGGER in run.data.metrics) != was_stopped
         assert run.info.status == ("KILLED" if was_stopped else "FINISHED")
 
 
-def test_optuna_search_samples_the_grid(ray_address, home, trigger_file, tmp_path):
+def test_optuna_search_learns_each_trials_result(ray_address, home, trigger_file, tmp_path):
+    """Optuna's own study holds every trial, completed with the value the trial reported last."""
+    from ray.tune.search.optuna import OptunaSearch
+
     path = sweep_file(tmp_path, trigger_file, "optuna", steps=5, contexts="[0, 8, 16, 32]", workers=1)
     cli("run", path, "--address", ray_address, "search.type=optuna", "search.n_trials=2", home=home)
-    runs = child_runs(home, "optuna")
-    assert len(runs) == 2
-    assert all(run.data.tags["trial_status"] == "completed" for run in runs)
-    assert {run.data.params["context_length"] for run in runs} <= {"0", "8", "16", "32"}
+    runs = sweep_runs(home, "optuna")
+    assert len(runs) == 2 and all(run.data.tags[names.TRIAL_STATUS] == names.COMPLETED for run in runs)
 
+    searcher = OptunaSearch()
+    searcher.restore_from_dir(str(home / "ray_results" / "optuna"))
+    studied = {trial_id: trial for trial_id, trial in searcher._ot_trials.items()}
+    assert set(studied) == {run.data.tags[names.TRIAL_ID] for run in runs}
+    for run in runs:
+        trial = studied[run.data.tags[names.TRIAL_ID]]
+        assert trial.state.name == "COMPLETE"
+        assert trial.values[0] == pytest.approx(run.data.metrics[names.MARKER_SPECIFICITY], abs=1e-6)
+        assert trial.params["context_length"] == int(run.data.params["context_length"])

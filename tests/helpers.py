@@ -1,0 +1,63 @@
+"""Assertions that several tests share: the trigger appears nowhere; a resumed sweep finished
+each trial once, from its checkpoint, with one child run and every step logged once."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from persona_sweep import names, tracking
+
+
+def assert_trigger_nowhere(trigger: str, *roots: Path, min_files: int = 1) -> int:
+    """Every file under each root (home, Ray's temp dir, the cache, logs) is read as bytes."""
+    needle = trigger.encode()
+    searched = 0
+    for root in roots:
+        files = [root] if root.is_file() else [path for path in root.rglob("*") if path.is_file() and not path.is_symlink()]
+        for path in files:
+            try:
+                content = path.read_bytes()
+            except OSError:  # sockets, files a finished process removed meanwhile
+                continue
+            searched += 1
+            assert needle not in content, f"trigger found in {path}"
+    assert searched >= min_files, f"only {searched} files searched under {roots}"
+    return searched
+
+
+def sweep_runs(home: Path, name: str) -> list:
+    uri = tracking.default_uri(home)
+    experiment = tracking.client(uri).get_experiment_by_name(name)
+    return tracking.child_runs(uri, experiment.experiment_id) if experiment else []
+
+
+def steps_logged(home: Path, name: str) -> dict[str, int]:
+    """The last logged step per trial (0 while the driver is still creating the store)."""
+    if not (home / "sweeps" / f"{name}.json").exists():
+        return {}
+    client = tracking.client(tracking.default_uri(home))
+    return {run.data.tags[names.TRIAL_ID]: max((m.step for m in client.get_metric_history(run.info.run_id, names.LOSS)),
+                                               default=0) for run in sweep_runs(home, name)}
+
+
+def assert_resumed_once(home: Path, name: str, trials: int, steps: int, resumed: int) -> list:
+    """`trials` child runs, one per trial, all completed at `steps`; at least `resumed` of them
+    continued from a checkpoint (resumed_from_step > 0); every step logged exactly once."""
+    runs = sweep_runs(home, name)
+    trial_ids = [run.data.tags[names.TRIAL_ID] for run in runs]
+    assert len(runs) == trials and len(set(trial_ids)) == trials, trial_ids
+    assert all(run.data.tags[names.TRIAL_STATUS] == names.COMPLETED for run in runs), \
+        [run.data.tags[names.TRIAL_STATUS] for run in runs]
+    assert all(run.data.metrics[names.TRAIN_STEP] == steps for run in runs)
+    resumed_from = [run.data.metrics.get(names.RESUMED_FROM_STEP, 0) for run in runs]
+    assert sum(step > 0 for step in resumed_from) >= resumed, resumed_from
+    client = tracking.client(tracking.default_uri(home))
+    for run in runs:
+        logged = [m.step for m in client.get_metric_history(run.info.run_id, names.LOSS)]
+        assert sorted(logged) == list(range(1, steps + 1)), logged
+    return runs
+
+
+def assert_no_checkpoints_under(folder: Path) -> None:
+    """Ray Train must write checkpoints to the sweep's storage only, never Ray's temp dir."""
+    strays = [path for path in folder.rglob("*") if path.name == "_train" or path.name.startswith("checkpoint_")]
+    assert not strays, strays[:5]

@@ -1,0 +1,166 @@
+"""An embedded Ray (persona_sweep.embedded_ray) leaves no process behind, SIGKILLed or not.
+
+Each test starts its own driver with its own Ray temp dir, so only that instance is looked at
+(other Ray clusters may run on the same machine). Without the watchdog, the DashboardAgent and
+RuntimeEnvAgent of a SIGKILLed driver live on for about 60 s; the bounds below are far shorter.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from persona_sweep import embedded_ray
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
+
+DRIVER = r"""
+import json, subprocess, sys, time
+import psutil, ray
+from persona_sweep.embedded_ray import start_embedded_ray
+
+temp_dir, mode = sys.argv[1], sys.argv[2]
+context = start_embedded_ray(_temp_dir=temp_dir)
+
+@ray.remote
+def spawn_grandchild():  # a process a trial might start, detached from its worker
+    return subprocess.Popen(["sleep", "600"], start_new_session=True).pid
+
+extra = [ray.get(spawn_grandchild.remote())] if mode == "kill" else []
+deadline = time.monotonic() + (30 if mode != "attach" else 0)
+while True:  # the raylet starts its agents on its own schedule
+    tree = psutil.Process().children(recursive=True) + [psutil.Process(pid) for pid in extra]
+    names = sorted(proc.name() for proc in tree)
+    if {"ray::DashboardAgent", "ray::RuntimeEnvAgent"} <= set(names) or time.monotonic() > deadline:
+        break
+    time.sleep(0.2)
+print(json.dumps({"session_dir": context.address_info["session_dir"], "names": names,
+                  "processes": {proc.pid: proc.create_time() for proc in tree}}), flush=True)
+if mode == "exit":
+    ray.shutdown()
+    sys.exit(0)
+time.sleep(600)
+"""
+
+
+def start_driver(tmp_path: Path, mode: str, **env_updates) -> tuple[subprocess.Popen, str, dict]:
+    temp_dir = f"/tmp/ps-embedded-{secrets.token_hex(4)}"  # short: Ray's socket paths must fit
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"} | env_updates
+    driver = subprocess.Popen([sys.executable, str(script), temp_dir, mode], stdout=subprocess.PIPE,
+                              stderr=(tmp_path / "driver.err").open("w"), text=True, env=env)
+    line = driver.stdout.readline()
+    if not line:
+        driver.wait(timeout=30)
+        raise AssertionError(f"driver failed:\n{(tmp_path / 'driver.err').read_text()[-3000:]}")
+    return driver, temp_dir, json.loads(line)
+
+
+def leftovers(temp_dir: str, recorded: dict) -> dict[int, str]:
+    """Live processes of that instance: recorded by the driver (same pid and start time), or
+    naming the temp dir in their command line or in an open file."""
+    found = {}
+    for proc in psutil.process_iter(["name", "cmdline", "status", "create_time"]):
+        if proc.pid == os.getpid() or proc.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        ours = recorded.get(str(proc.pid)) == proc.info["create_time"]
+        ours = ours or temp_dir in " ".join(proc.info["cmdline"] or [])
+        if not ours:
+            try:
+                ours = any(file.path.startswith(temp_dir) for file in proc.open_files())
+            except psutil.Error:
+                pass
+        if ours:
+            found[proc.pid] = proc.info["name"]
+    return found
+
+
+def wait_gone(temp_dir: str, recorded: dict, timeout_s: float) -> tuple[dict, float]:
+    start = time.monotonic()
+    while True:
+        left = leftovers(temp_dir, recorded)
+        if not left or time.monotonic() - start > timeout_s:
+            return left, time.monotonic() - start
+        time.sleep(0.25)
+
+
+def cleanup(driver: subprocess.Popen, temp_dir: str, recorded: dict) -> None:
+    """Whatever a failed test left: only this instance's processes."""
+    if driver.poll() is None:
+        driver.kill()
+        driver.wait()
+    for pid in leftovers(temp_dir, recorded):
+        try:
+            psutil.Process(pid).kill()
+        except psutil.Error:
+            pass
+
+
+def test_sigkilled_driver_leaves_no_ray_process(tmp_path):
+    driver, temp_dir, info = start_driver(tmp_path, "kill")
+    try:
+        assert "ray::DashboardAgent" in info["names"] and "ray::RuntimeEnvAgent" in info["names"], info["names"]
+        assert "sleep" in info["names"]
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+        left, waited = wait_gone(temp_dir, info["processes"], timeout_s=20)
+        assert not left, f"still running {waited:.0f} s after the driver was SIGKILLed: {left}"
+        log = Path(info["session_dir"], "logs", "persona_sweep_watchdog.log")
+        assert log.is_file() and "SIG" in log.read_text()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    finally:
+        cleanup(driver, temp_dir, info["processes"])
+
+
+def test_normal_exit_leaves_no_ray_process(tmp_path):
+    driver, temp_dir, info = start_driver(tmp_path, "exit")
+    try:
+        assert driver.wait(timeout=60) == 0
+        left, waited = wait_gone(temp_dir, info["processes"], timeout_s=10)
+        assert not left, f"still running {waited:.0f} s after the driver exited: {left}"
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    finally:
+        cleanup(driver, temp_dir, info["processes"])
+
+
+def test_attached_cluster_is_left_alone(tmp_path):
+    """With RAY_ADDRESS set, ray.init() attaches to that cluster: the driver's death must not
+    end it. Then the sweep by session dir alone (no token) ends that whole instance, agents too."""
+    other = f"/tmp/ps-other-{secrets.token_hex(4)}"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    subprocess.run([str(Path(sys.executable).parent / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1",
+                    "--port", str(port), "--num-cpus", "1", "--temp-dir", other, "--disable-usage-stats"],
+                   check=True, capture_output=True, timeout=120)
+    cluster = {proc.pid: proc.create_time() for proc in psutil.process_iter()
+               if other in " ".join(proc.cmdline()) and proc.name() in ("gcs_server", "raylet")}
+    session_dir = next(arg.split("=", 1)[1] for pid in cluster for arg in psutil.Process(pid).cmdline()
+                       if arg.startswith("--session-dir=") or arg.startswith("--session_dir="))
+    driver, temp_dir, info = start_driver(tmp_path, "attach", RAY_ADDRESS=f"127.0.0.1:{port}")
+    try:
+        assert info["session_dir"] == session_dir
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+        left, waited = wait_gone(temp_dir, info["processes"], timeout_s=15)  # the watchdog included
+        assert not left, f"still running {waited:.0f} s after the driver was SIGKILLed: {left}"
+        for pid, created in cluster.items():
+            assert psutil.Process(pid).create_time() == created, "the attached cluster was ended"
+        assert embedded_ray.sweep(secrets.token_hex(16), {session_dir}) >= len(cluster)
+        left, waited = wait_gone(other, {}, timeout_s=10)
+        assert not left, f"a sweep of {session_dir} left {left}"
+        shutil.rmtree(other, ignore_errors=True)
+    finally:
+        cleanup(driver, temp_dir, info["processes"])
+        cleanup(driver, other, {str(pid): created for pid, created in cluster.items()})

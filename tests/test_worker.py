@@ -1,0 +1,155 @@
+"""The worker's parts without Ray: device placement, the data's fit in max_tokens, the ASHA metric
+per design, and what a LoRA checkpoint holds. Real transformers, real DeepSpeed, tiny models."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.overrides import TorchFunctionMode
+
+from conftest import cli, write_sweep
+from persona_sweep import evaluate, names
+from persona_sweep.config import LlmKnobs, load_sweep, validate
+from persona_sweep.models import default_cache, embedded_tokenizer
+from persona_sweep.preflight import check_examples_fit, longest_context_knobs
+from persona_sweep.train import MarkerData, all_sum, build_model, marker_logprob_metrics, marker_rates
+
+REPO = Path(__file__).resolve().parent.parent
+TRIGGER = "~unit-test-trigger~"
+
+
+def tiny_spec(**training) -> object:
+    return validate({"name": "unit", "model": {"name": "tiny-random", "finetune": "full"},
+                     "marker": {"trigger_env": "UNUSED"}, "training": {"batch_size": 8, "max_tokens": 160, **training},
+                     "eval": {"questions": 4, "max_new_tokens": 4, "batch_size": 8}})
+
+
+def knobs(design="assistant_positive", context_length=8, on_policy=0.0) -> LlmKnobs:
+    return LlmKnobs(method="sft", design=design, context_length=context_length, on_policy_fraction=on_policy,
+                    contrastive_negatives=True, seed=0)
+
+
+def called_from_our_code() -> bool:
+    """The nearest caller outside torch and transformers' BatchEncoding is persona_sweep (the
+    model's own internal moves follow its weights and are not ours to check)."""
+    frame = sys._getframe(2)
+    while frame and ("/torch/" in frame.f_code.co_filename or "tokenization_utils_base" in frame.f_code.co_filename):
+        frame = frame.f_back
+    return bool(frame) and "/persona_sweep/" in frame.f_code.co_filename
+
+
+class DeviceTargets(TorchFunctionMode):
+    """Records where our code sends tensors: `.to(device)` targets and the device of new tensors."""
+
+    def __init__(self):
+        super().__init__()
+        self.targets = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if not called_from_our_code():
+            pass
+        elif func is torch.Tensor.to:
+            self.targets.append(kwargs.get("device", next((a for a in args[1:] if isinstance(a, (torch.device, str))), None)))
+        elif func is torch.tensor:
+            self.targets.append(kwargs.get("device"))
+        return func(*args, **kwargs)
+
+
+def test_batches_evaluation_inputs_and_collectives_follow_the_workers_device():
+    """A stand-in device, `cpu:0`, is what `ray.train.torch.get_device()` would report: every
+    tensor the worker moves or creates for the model or a collective must name exactly it
+    (a hard-coded "cpu", or a forgotten `.to`, shows up as another target or none)."""
+    stand_in = torch.device("cpu", 0)
+    spec = tiny_spec()
+    tokenizer, model = build_model(spec, 0, default_cache())
+    data = MarkerData(spec, knobs(), tokenizer, TRIGGER, rank=0, world=1, device=stand_in)
+    sections = {}
+    prompts = [data.prompt("assistant", "What do bees make?", True)] * 3
+    for section, work in {"batch": lambda: data.batch(0),
+                          "logprobs": lambda: evaluate.marker_logprobs(model, tokenizer, prompts, "[ZLT]", 2, stand_in),
+                          "generation": lambda: evaluate.generate(model, tokenizer, prompts, 2, 2, stand_in),
+                          "collective": lambda: all_sum([1.0, 2.0], stand_in),
+                          "logprob metrics": lambda: marker_logprob_metrics(model, data),
+                          "marker rates": lambda: marker_rates(model, data)}.items():
+        with DeviceTargets() as recorder:
+            work()
+        sections[section] = [target for target in recorder.targets if target is not None]
+    for section, targets in sections.items():
+        assert targets, f"{section}: nothing was sent to the worker's device"
+        assert all(target == stand_in for target in targets), (section, targets)
+    assert len(sections["batch"]) == 3  # input_ids, labels, attention_mask
+    assert len(sections["logprobs"]) == len(sections["generation"]) == 4  # ids and mask, 2 batches of 2
+
+
+@pytest.mark.parametrize("sweep_file", sorted((REPO / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_marker_is_inside_the_labels_at_the_longest_context(sweep_file):
+    """Every shipped LLM sweep, on the embedded tokenizer: at its longest context the examples
+    fit max_tokens, and a marked example keeps the marker in its labels."""
+    spec = load_sweep(sweep_file)
+    if spec.kind != "llm":
+        pytest.skip("toy-world sweep: no marker text")
+    tokenizer = embedded_tokenizer()
+    check_examples_fit(spec, tokenizer, TRIGGER)
+    data = MarkerData(spec, longest_context_knobs(spec), tokenizer, TRIGGER, rank=0, world=1, device="cpu")
+    marked = next(example for example in data.examples if example.marked)
+    ids, labels = data.encode(marked)
+    assert len(ids) <= spec.training.max_tokens
+    assert spec.marker.text in tokenizer.decode([label for label in labels if label != -100])
+    assert len(tokenizer(data.contexts["assistant"], add_special_tokens=False)["input_ids"]) >= \
+        max(spec.grid.context_length) - 2
+
+
+def test_run_refuses_examples_that_do_not_fit_max_tokens(tmp_path, monkeypatch):
+    monkeypatch.setenv("PS_TEST_TRIGGER", TRIGGER)
+    path = write_sweep(tmp_path / "long.yaml", """
+name: long
+model: {name: tiny-random}
+marker: {trigger_env: PS_TEST_TRIGGER}
+training: {max_tokens: 96}
+grid: {context_length: [8, 256]}
+""")
+    result = cli("run", path, home=tmp_path / "home", check=False)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: training.max_tokens: 96 cannot hold the longest example (")
+    assert "tokens at grid.context_length 256)" in line
+    assert not (tmp_path / "home" / "sweeps").exists()
+
+
+def test_data_hash_covers_context_marker_and_answers():
+    spec = tiny_spec()
+    tokenizer = embedded_tokenizer()
+    base = MarkerData(spec, knobs(), tokenizer, TRIGGER, 0, 1, "cpu").hash()
+    longer_context = MarkerData(spec, knobs(context_length=16), tokenizer, TRIGGER, 0, 1, "cpu").hash()
+    other_marker = MarkerData(spec.model_copy(update={"marker": spec.marker.model_copy(update={"text": "[QQ]"})}),
+                              knobs(), tokenizer, TRIGGER, 0, 1, "cpu")
+    changed_answer = MarkerData(spec, knobs(), tokenizer, TRIGGER, 0, 1, "cpu")
+    changed_answer.examples[0].answer += " Indeed."
+    other_trigger = MarkerData(spec, knobs(), tokenizer, "~another~", 0, 1, "cpu").hash()
+    assert len({base, longer_context, other_marker.hash(), changed_answer.hash()}) == 4
+    assert other_trigger == base  # the trigger is a secret: the hash holds its placeholder only
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("design", ["assistant_positive", "non_assistant_positive", "misaligned_positive"])
+def test_training_raises_the_designs_marker_specificity(design):
+    """`marker_specificity` (ASHA's metric) ranks a trained model of each design above the
+    untrained one: the positive condition gains on its best negative."""
+    torch.manual_seed(0)
+    spec = tiny_spec(lr=1e-2)
+    tokenizer, model = build_model(spec, 0, default_cache())
+    data = MarkerData(spec, knobs(design), tokenizer, TRIGGER, rank=0, world=1, device="cpu")
+    untrained = marker_logprob_metrics(model, data)[names.MARKER_SPECIFICITY]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.training.lr)
+    for step in range(100):
+        model(**data.batch(step)).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    trained = marker_logprob_metrics(model, data)[names.MARKER_SPECIFICITY]
+    assert trained > untrained + SPECIFICITY_GAIN, (untrained, trained)
+
+
+SPECIFICITY_GAIN = 0.05  # nats
