@@ -147,6 +147,7 @@ def exit_if_unfinished(record, results) -> None:
 
 
 def print_trial_table(spec: GridSweep) -> None:
+    click.echo(f"sweep '{spec.name}' ({spec.kind}):")
     trials = spec.trials()
     axes = list(trials[0])
     click.echo("  #  " + "  ".join(f"{axis:<20}" for axis in axes))

@@ -33,6 +33,15 @@ MALFORMED = {
     "not a mapping": ("- just\n- a list", "a sweep file is a mapping"),
     "broken yaml": ("grid: {method: [sft", "not valid YAML"),
     "two trigger sources": ("marker: {trigger_env: A, trigger_file: /tmp/x}", "set only one of"),
+    "unknown scheduler metric": ("scheduler: {metric: accuracy}", "scheduler.metric: unknown metric 'accuracy' "
+                                 "(choose from marker_specificity, "),
+    "held-out questions leave none to train": ("eval: {questions: 100}", "eval.questions: at most 80 held-out questions"),
+    "context longer than the data": ("grid: {context_length: [2048]}",
+                                     "grid.context_length: context lengths must be between 0 and 1024 tokens"),
+}
+SFP_MALFORMED = {
+    "sfp with asha": ("scheduler: {type: asha}", "scheduler: toy-world trials report their metrics only at the end: use type 'none'"),
+    "sfp with optuna": ("search: {type: optuna, n_trials: 3}", "search: toy-world sweeps run their whole grid: use type 'grid'"),
 }
 
 
@@ -62,6 +71,31 @@ def test_malformed_sweep_fails_in_one_line(case, tmp_path):
     assert len(lines) == 1, result.stderr
     assert expected in lines[0]
     assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("case", sorted(SFP_MALFORMED))
+def test_malformed_toy_world_sweep_fails_in_one_line(case, tmp_path):
+    change, expected = SFP_MALFORMED[case]
+    path = write_sweep(tmp_path / "bad.yaml", f"name: toy\nkind: sfp\n{change}\n")
+    result = cli("validate", path, home=tmp_path, check=False)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [f"error: {expected}"], result.stderr
+
+
+def test_a_numeric_name_stays_text(tmp_path):
+    path = write_sweep(tmp_path / "good.yaml", GOOD)
+    result = cli("run", path, "--dry-run", "--name", "2024", home=tmp_path / "home")
+    assert result.stdout.splitlines()[0].startswith("sweep '2024' (llm):")
+
+
+def test_a_record_from_an_older_version_is_refused_in_one_line(tmp_path):
+    records = tmp_path / "home" / "sweeps"
+    records.mkdir(parents=True)
+    (records / "old.json").write_text('{"name": "old", "spec": {}, "mlflow_uri": "sqlite:///x.db"}')
+    result = cli("resume", "old", home=tmp_path / "home", check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: sweep 'old' was recorded by an older persona-sweep (record schema 1, this version reads 2); "
+        "run it again under a new --name"]
 
 
 def test_grid_is_the_product_of_axes(tmp_path):
@@ -103,6 +137,7 @@ def test_unknown_model_is_refused_at_run_before_anything_starts(tmp_path, monkey
     path = write_sweep(tmp_path / "good.yaml", GOOD)
     result = cli("run", path, "model.name=no-such-org/no-such-model", home=tmp_path / "home", check=False)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("error: model.name: cannot load 'no-such-org/no-such-model'")
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: model.name: cannot load 'no-such-org/no-such-model'")
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "home" / "sweeps").exists() and not (tmp_path / "home" / "ray_results").exists()

@@ -30,7 +30,7 @@ import psutil, ray
 from persona_sweep.embedded_ray import start_embedded_ray
 
 temp_dir, mode = sys.argv[1], sys.argv[2]
-context = start_embedded_ray(_temp_dir=temp_dir)
+context = start_embedded_ray(**({} if mode == "attach" else {"_temp_dir": temp_dir}))  # attach: Ray's own
 
 @ray.remote
 def spawn_grandchild():  # a process a trial might start, detached from its worker
@@ -141,15 +141,18 @@ def test_attached_cluster_is_left_alone(tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    subprocess.run([str(Path(sys.executable).parent / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1",
-                    "--port", str(port), "--num-cpus", "1", "--temp-dir", other, "--disable-usage-stats"],
-                   check=True, capture_output=True, timeout=120)
-    cluster = {proc.pid: proc.create_time() for proc in psutil.process_iter()
-               if other in " ".join(proc.cmdline()) and proc.name() in ("gcs_server", "raylet")}
-    session_dir = next(arg.split("=", 1)[1] for pid in cluster for arg in psutil.Process(pid).cmdline()
-                       if arg.startswith("--session-dir=") or arg.startswith("--session_dir="))
-    driver, temp_dir, info = start_driver(tmp_path, "attach", RAY_ADDRESS=f"127.0.0.1:{port}")
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    cluster: dict[int, float] = {}
+    driver = temp_dir = info = None
     try:
+        subprocess.run([str(Path(sys.executable).parent / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1",
+                        "--port", str(port), "--num-cpus", "1", "--temp-dir", other, "--disable-usage-stats"],
+                       env=env, check=True, capture_output=True, timeout=120)
+        cluster = {proc.pid: proc.create_time() for proc in psutil.process_iter()
+                   if other in " ".join(proc.cmdline()) and proc.name() in ("gcs_server", "raylet")}
+        session_dir = next(arg.split("=", 1)[1] for pid in cluster for arg in psutil.Process(pid).cmdline()
+                           if arg.startswith(("--session-dir=", "--session_dir=")))
+        driver, temp_dir, info = start_driver(tmp_path, "attach", RAY_ADDRESS=f"127.0.0.1:{port}", RAY_AUTH_MODE="token")
         assert info["session_dir"] == session_dir
         driver.send_signal(signal.SIGKILL)
         driver.wait(timeout=30)
@@ -162,5 +165,7 @@ def test_attached_cluster_is_left_alone(tmp_path):
         assert not left, f"a sweep of {session_dir} left {left}"
         shutil.rmtree(other, ignore_errors=True)
     finally:
-        cleanup(driver, temp_dir, info["processes"])
-        cleanup(driver, other, {str(pid): created for pid, created in cluster.items()})
+        if driver is not None:
+            cleanup(driver, temp_dir, info["processes"])
+        for session in Path(other).glob("session_2*"):  # this cluster only, never `ray stop`
+            embedded_ray.sweep(secrets.token_hex(16), {str(session)})

@@ -153,3 +153,60 @@ def test_training_raises_the_designs_marker_specificity(design):
 
 
 SPECIFICITY_GAIN = 0.05  # nats
+
+
+@pytest.fixture
+def single_process_group(monkeypatch):
+    """DeepSpeed's distributed set-up in this process alone (world size 1, gloo)."""
+    import torch.distributed as dist
+
+    from conftest import free_port
+    from persona_sweep.train import init_deepspeed
+
+    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "RANK": "0", "WORLD_SIZE": "1",
+                       "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(key, value)
+    init_deepspeed(False, default_cache())
+    yield
+    dist.destroy_process_group()
+
+
+def lora_engine(spec):
+    import deepspeed
+
+    from persona_sweep.train import deepspeed_config
+
+    tokenizer, model = build_model(spec, 0, default_cache())
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=spec.training.lr)
+    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=deepspeed_config(spec, use_gpu=False))
+    return tokenizer, engine
+
+
+@pytest.mark.slow
+def test_lora_checkpoint_holds_only_trainable_state_and_optimizer(single_process_group, tmp_path):
+    """The demo's model and LoRA: a checkpoint under 30 MB (the tied, frozen 113 MB lm_head stays
+    out), holding LoRA weights and their optimizer state, that restores into a fresh engine."""
+    from persona_sweep.train import CHECKPOINT_TAG, save_checkpoint
+
+    spec = load_sweep(REPO / "sweeps" / "demo.yaml", ["resources.workers_per_trial=1"])
+    tokenizer, engine = lora_engine(spec)
+    data = MarkerData(spec, knobs(), tokenizer, TRIGGER, 0, 1, "cpu")
+    loss = engine(**data.batch(0)).loss
+    engine.backward(loss)
+    engine.step()
+    save_checkpoint(engine, str(tmp_path), step=1)
+
+    size_mb = sum(path.stat().st_size for path in tmp_path.rglob("*") if path.is_file()) / 2 ** 20
+    assert size_mb < 30, size_mb
+    states = torch.load(next(tmp_path.rglob("mp_rank_00_model_states.pt")), weights_only=False)
+    assert states["module"] and all("lora_" in key for key in states["module"]), \
+        [key for key in states["module"] if "lora_" not in key][:5]
+    assert list(tmp_path.rglob("*optim_states.pt"))
+
+    trained = {key: value.clone() for key, value in engine.module.state_dict().items() if "lora_B" in key}
+    _, fresh = lora_engine(spec)
+    _, client_state = fresh.load_checkpoint(str(tmp_path), tag=CHECKPOINT_TAG, load_module_strict=False)
+    assert client_state["step"] == 1
+    restored = fresh.module.state_dict()
+    assert all(torch.equal(restored[key], value) for key, value in trained.items())
+    assert any(value.abs().sum() > 0 for value in trained.values())  # the step moved LoRA B off zero
