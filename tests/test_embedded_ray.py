@@ -157,7 +157,8 @@ def test_attached_cluster_is_left_alone(tmp_path):
                    if other in " ".join(proc.cmdline()) and proc.name() in ("gcs_server", "raylet")}
         session_dir = next(arg.split("=", 1)[1] for pid in cluster for arg in psutil.Process(pid).cmdline()
                            if arg.startswith(("--session-dir=", "--session_dir=")))
-        driver, temp_dir, info = start_driver(tmp_path, "attach", RAY_ADDRESS=f"127.0.0.1:{port}", RAY_AUTH_MODE="token")
+        driver, temp_dir, info = start_driver(tmp_path, "attach", RAY_ADDRESS=f"127.0.0.1:{port}",
+                                              RAY_AUTH_MODE="token")
         assert info["session_dir"] == session_dir
         driver.send_signal(signal.SIGKILL)
         driver.wait(timeout=30)
@@ -165,7 +166,7 @@ def test_attached_cluster_is_left_alone(tmp_path):
         assert not left, f"still running {waited:.0f} s after the driver was SIGKILLed: {left}"
         for pid, created in cluster.items():
             proc = psutil.Process(pid)  # raises NoSuchProcess when it was ended
-            assert proc.create_time() == created and proc.status() != psutil.STATUS_ZOMBIE, "the attached cluster was ended"
+            assert proc.create_time() == created and proc.status() != psutil.STATUS_ZOMBIE, "attached cluster ended"
         assert embedded_ray.sweep(secrets.token_hex(16), {session_dir}) >= len(cluster)
         left, waited = wait_gone(other, {}, timeout_s=10)
         assert not left, f"a sweep of {session_dir} left {left}"
