@@ -70,9 +70,9 @@ def resume(name, address):
     from persona_sweep import engine
 
     click.echo(f"resuming '{name}'")
-    record, results = engine.resume(name, address)
+    record, outcome = engine.resume(name, address)
     print_summary(record)
-    exit_if_unfinished(record, results)
+    exit_if_unfinished(record, outcome)
 
 
 @main.command()
@@ -128,19 +128,18 @@ def start_sweep(spec: GridSweep, address: str | None) -> None:
     from persona_sweep import engine
 
     started = time.perf_counter()
-    results = engine.start(spec, address, announce=click.echo)
-    click.echo(f"sweep '{spec.name}' finished in {(time.perf_counter() - started) / 60:.1f} min")
+    outcome = engine.start(spec, address, announce=click.echo)
+    click.echo(f"sweep '{spec.name}' ended after {(time.perf_counter() - started) / 60:.1f} min")
     record = engine.SweepRecord.load(spec.name)
     print_summary(record)
-    exit_if_unfinished(record, results)
+    exit_if_unfinished(record, outcome)
 
 
-def exit_if_unfinished(record, results) -> None:
+def exit_if_unfinished(record, outcome) -> None:
     """Exit 1 with the resume hint when trials errored or were cut off (Ctrl-C)."""
-    unfinished = record.trial_count - results.num_terminated - results.num_errors
-    if results.errors or unfinished > 0:
-        what = ", ".join(part for part in (f"{len(results.errors)} errored" if results.errors else "",
-                                           f"{unfinished} unfinished" if unfinished > 0 else "") if part)
+    if outcome.errored or outcome.interrupted:
+        what = " and ".join(part for part in (f"{outcome.errored} trial(s) errored" if outcome.errored else "",
+                                              f"{outcome.interrupted} interrupted" if outcome.interrupted else "") if part)
         click.echo(f"{what}; `persona-sweep resume {record.name}` finishes them "
                    f"(details under {record.paths.storage})", err=True)
         sys.exit(1)

@@ -14,8 +14,10 @@ them in the sweep record and hands them to every trial (`trial.TrialConfig`).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -174,13 +176,26 @@ def connect(address: str | None) -> None:
     if not address:
         from persona_sweep.embedded_ray import start_embedded_ray
 
-        start_embedded_ray()
+        start_embedded_ray(address="local")  # a new instance, even where RAY_ADDRESS names a cluster
         return
+    check_reachable(address)
     try:
-        ray.init(address=address, log_to_driver=False)
+        # Ray's own "Connecting to ..." lines would bury a one-line error; failures still surface.
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     except (ConnectionError, ValueError, RuntimeError) as error:
         raise SweepError(f"--address: cannot connect to a Ray cluster at {address}: "
                          f"{str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__}") from None
+
+
+def check_reachable(address: str) -> None:
+    """Ray waits minutes for a GCS that is not there; a closed port is known in a second."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if address == "auto" or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as error:
+        raise SweepError(f"--address: no Ray cluster answers at {address} ({error.strerror or error})") from None
 
 
 def concurrency(spec: GridSweep) -> int:
@@ -273,14 +288,24 @@ def resume(name: str, address: str | None):
     return record, fit(record, resume=True)
 
 
-def fit(record: SweepRecord, resume: bool = False, max_concurrent: int | None = None):
+@dataclass(frozen=True)
+class Outcome:
+    """How a `run` or `resume` ended: trials that errored, trials cut off (Ctrl-C)."""
+
+    errored: int
+    interrupted: int
+
+
+def fit(record: SweepRecord, resume: bool = False, max_concurrent: int | None = None) -> Outcome:
     """Run (or resume) the sweep; the parent run ends FINISHED only when every trial ended."""
     tuner = tuner_for(record, resume, max_concurrent)
     mlflow = tracking.client(record.mlflow_uri)
     mlflow.update_run(record.parent_run_id, status="RUNNING")
     results = tuner.fit()
     record.config.after_sweep(record)
-    interrupted = tracking.tag_interrupted(record.mlflow_uri, record.experiment_id)
-    ended = "FAILED" if results.errors else "KILLED" if interrupted else "FINISHED"
+    # Ctrl-C: Tune stops the trials and returns; runs still `running` were cut off.
+    outcome = Outcome(errored=len(results.errors),
+                      interrupted=tracking.tag_interrupted(record.mlflow_uri, record.experiment_id))
+    ended = "FAILED" if outcome.errored else "KILLED" if outcome.interrupted else "FINISHED"
     mlflow.set_terminated(record.parent_run_id, ended)
-    return results
+    return outcome

@@ -64,13 +64,6 @@ def check_examples_fit(spec: SweepConfig, tokenizer, trigger: str) -> None:
                          "training.max_tokens or shorten grid.context_length")
 
 
-def trigger_problem_here(marker) -> tuple[str, str | None]:
-    """Run on a cluster node: (its IP, why the trigger cannot be read there or None)."""
-    import ray
-
-    return ray.util.get_node_ip_address(), trigger_problem(marker)
-
-
 def check_trigger_on_nodes(marker) -> None:
     """Trials read the trigger on whichever node runs them: check every alive node first, with a
     small task pinned to each, so that a missing env var or file fails in one line now rather
@@ -78,10 +71,10 @@ def check_trigger_on_nodes(marker) -> None:
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    probe = ray.remote(num_cpus=0)(trigger_problem_here)
-    nodes = [node["NodeID"] for node in ray.nodes() if node["Alive"] and node["Resources"].get("CPU", 0) > 0]
-    answers = ray.get([probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(marker)
-                       for node in nodes], timeout=120)
-    for ip, problem in answers:
+    probe = ray.remote(num_cpus=0)(trigger_problem)
+    nodes = [node for node in ray.nodes() if node["Alive"] and node["Resources"].get("CPU", 0) > 0]
+    answers = ray.get([probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False))
+                       .remote(marker) for node in nodes], timeout=120)
+    for node, problem in zip(nodes, answers):
         if problem:
-            raise SweepError(f"{problem} on node {ip}, where trials run")
+            raise SweepError(f"{problem} on node {node['NodeManagerAddress']}, where trials run")

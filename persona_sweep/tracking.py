@@ -28,6 +28,9 @@ def default_uri(home: Path) -> str:
 
 
 def experiment_exists(uri: str, name: str) -> bool:
+    """Without creating a store: a sqlite file that is not there holds no experiment."""
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        return False
     return client(uri).get_experiment_by_name(name) is not None
 
 

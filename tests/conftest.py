@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from persona_sweep import embedded_ray
 from persona_sweep.engine import ensure_auth_token
 
 BIN = Path(sys.executable).parent
@@ -50,9 +50,8 @@ def ray_address(ray_temp_dir):
                     "--num-cpus", "2", "--dashboard-host", "127.0.0.1", "--temp-dir", str(temp_dir),
                     "--disable-usage-stats"], env=env, check=True, capture_output=True, timeout=120)
     yield f"127.0.0.1:{port}"
-    subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
-    # A SIGKILLed driver can leave dashboard / runtime-env agents behind.
-    subprocess.run(["pkill", "-f", str(temp_dir)], capture_output=True)
+    # End exactly this cluster, agents included (`ray stop` would end every Ray on the machine).
+    embedded_ray.sweep(secrets.token_hex(16), {str(path) for path in temp_dir.glob("session_2*")})
 
 
 @pytest.fixture

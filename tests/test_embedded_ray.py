@@ -39,13 +39,18 @@ def spawn_grandchild():  # a process a trial might start, detached from its work
 extra = [ray.get(spawn_grandchild.remote())] if mode == "kill" else []
 deadline = time.monotonic() + (30 if mode != "attach" else 0)
 while True:  # the raylet starts its agents on its own schedule
-    tree = psutil.Process().children(recursive=True) + [psutil.Process(pid) for pid in extra]
-    names = sorted(proc.name() for proc in tree)
+    tree = {}
+    for proc in psutil.Process().children(recursive=True) + [psutil.Process(pid) for pid in extra]:
+        try:
+            tree[proc.pid] = (proc.name(), proc.create_time())
+        except psutil.NoSuchProcess:
+            pass
+    names = sorted(name for name, _ in tree.values())
     if {"ray::DashboardAgent", "ray::RuntimeEnvAgent"} <= set(names) or time.monotonic() > deadline:
         break
     time.sleep(0.2)
 print(json.dumps({"session_dir": context.address_info["session_dir"], "names": names,
-                  "processes": {proc.pid: proc.create_time() for proc in tree}}), flush=True)
+                  "processes": {pid: created for pid, (_, created) in tree.items()}}), flush=True)
 if mode == "exit":
     ray.shutdown()
     sys.exit(0)
@@ -55,7 +60,8 @@ time.sleep(600)
 
 def start_driver(tmp_path: Path, mode: str, **env_updates) -> tuple[subprocess.Popen, str, dict]:
     """A driver that has started (or attached to) Ray. One retry: on a shared machine another
-    test's `ray stop --force` can SIGKILL a dashboard that is starting (`return code -9`)."""
+    session's `ray stop --force` (tests/conftest.py teardown) SIGKILLs every Ray process, ours
+    included, and a driver that was starting then fails (`return code -9`, GCS unavailable)."""
     script = tmp_path / "driver.py"
     script.write_text(DRIVER)
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"} | env_updates
@@ -67,8 +73,9 @@ def start_driver(tmp_path: Path, mode: str, **env_updates) -> tuple[subprocess.P
         line = driver.stdout.readline()
         if line:
             return driver, temp_dir, json.loads(line)
-        driver.wait(timeout=30)
+        driver.wait(timeout=90)
         cleanup(driver, temp_dir, {})
+        time.sleep(5)
     raise AssertionError(f"driver failed twice:\n{err.read_text()[-3000:]}")
 
 
@@ -150,12 +157,15 @@ def test_attached_cluster_is_left_alone(tmp_path):
     cluster: dict[int, float] = {}
     driver = temp_dir = info = None
     try:
-        subprocess.run([str(Path(sys.executable).parent / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1",
-                        "--port", str(port), "--num-cpus", "1", "--temp-dir", other, "--disable-usage-stats"],
-                       env=env, check=True, capture_output=True, timeout=120)
-        cluster = {proc.pid: proc.create_time() for proc in psutil.process_iter()
-                   if other in " ".join(proc.cmdline()) and proc.name() in ("gcs_server", "raylet")}
-        session_dir = next(arg.split("=", 1)[1] for pid in cluster for arg in psutil.Process(pid).cmdline()
+        started = subprocess.run([str(Path(sys.executable).parent / "ray"), "start", "--head", "--node-ip-address",
+                                  "127.0.0.1", "--port", str(port), "--num-cpus", "1", "--temp-dir", other,
+                                  "--include-dashboard=false", "--disable-usage-stats"],
+                                 env=env, capture_output=True, text=True, timeout=120)
+        assert started.returncode == 0, f"ray start failed:\n{started.stdout[-2000:]}\n{started.stderr[-2000:]}"
+        heads = [proc.info for proc in psutil.process_iter(["pid", "name", "cmdline", "create_time"])
+                 if proc.info["name"] in ("gcs_server", "raylet") and other in " ".join(proc.info["cmdline"] or [])]
+        cluster = {info["pid"]: info["create_time"] for info in heads}
+        session_dir = next(arg.split("=", 1)[1] for info in heads for arg in info["cmdline"]
                            if arg.startswith(("--session-dir=", "--session_dir=")))
         driver, temp_dir, info = start_driver(tmp_path, "attach", RAY_ADDRESS=f"127.0.0.1:{port}",
                                               RAY_AUTH_MODE="token")
