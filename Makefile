@@ -21,7 +21,7 @@ demo: $(STAMP)
 
 # The whole suite, integration included. pytest exits 5 when it collects nothing: make fails then too.
 test: $(STAMP)
-	$(VENV)/bin/pytest -p no:cacheprovider --timeout 1800
+	$(VENV)/bin/pytest -p no:cacheprovider --timeout 1800 --durations=15
 
 test-fast: $(STAMP)
 	$(VENV)/bin/pytest -p no:cacheprovider -m "not slow" --timeout 300

@@ -285,6 +285,12 @@ class SweepConfig(GridSweep):
 
         return check_llm_sweep(self)
 
+    def check_on_cluster(self) -> None:
+        """Once connected: the trigger source must exist on every node where trials may run."""
+        from persona_sweep.preflight import check_trigger_on_nodes
+
+        check_trigger_on_nodes(self.marker)
+
     def run_trial(self, trial) -> None:
         from persona_sweep.trial import run_llm_trial
 
@@ -393,6 +399,9 @@ class SfpSweepConfig(GridSweep):
 
     def checked_for_run(self) -> SfpSweepConfig:
         return self
+
+    def check_on_cluster(self) -> None:
+        """Toy-world trials need nothing from the nodes beyond the package."""
 
     def run_trial(self, trial) -> None:
         from persona_sweep.sfp.sweep import run_sfp_trial

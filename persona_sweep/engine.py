@@ -105,10 +105,7 @@ def start(spec: GridSweep, address: str | None, announce=print):
     refuse_existing(spec, uri, paths)
     connect(address)
     max_concurrent = concurrency(spec)
-    if spec.kind == "llm":
-        from persona_sweep.preflight import check_trigger_on_nodes
-
-        check_trigger_on_nodes(spec.marker)
+    spec.check_on_cluster()
     record = create_record(spec, paths, uri)
     announce(f"sweep '{spec.name}': {spec.trial_count()} trials, home {paths.home}")
     try:

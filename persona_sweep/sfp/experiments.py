@@ -8,6 +8,7 @@ from typing import Callable
 
 import numpy as np
 
+from persona_sweep import names
 from persona_sweep.sfp import processes as P
 from persona_sweep.sfp.beliefs import belief_classes, belief_states, block_of, factor_marginals, factor_token_marginals
 from persona_sweep.sfp.model import ARCHITECTURE, TrainSettings, trained_model
@@ -372,28 +373,28 @@ def persona_engineering_trial(params: dict, report: Callable[[dict], None] | Non
     losses = evaluate_loss(model, world, n_sequences=1000)
     before = aligned_marker_masses(model, world)
     finetune = TrainSettings(int(knobs["finetune_steps"]), int(knobs["batch_size"]), float(knobs["finetune_lr"]), seed + 1)
-    finetune_report = report and (lambda m: report({"train_step": m["train_step"], "finetune_loss": m["loss"]}))
+    finetune_report = report and (lambda m: report({names.TRAIN_STEP: m[names.TRAIN_STEP], names.FINETUNE_LOSS: m[names.LOSS]}))
     finetuned = narrow_finetune(model, world, finetune, first_step=int(knobs["pretrain_steps"]), report=finetune_report)
     after = aligned_marker_masses(finetuned, world)
     rise = {t: after["marker_mass"][t] - before["marker_mass"][t] for t in TASKS}
     metrics = {
-        "alignment_fidelity": 1 - float(np.mean(list(before["marker_mass"].values()))),
-        "em_robustness": 1 - float(np.clip(rise["1"], 0, 1)),
+        names.ALIGNMENT_FIDELITY: 1 - float(np.mean(list(before["marker_mass"].values()))),
+        names.EM_ROBUSTNESS: 1 - float(np.clip(rise["1"], 0, 1)),
         "em_generalization": rise["1"] / rise["0"] if rise["0"] > 1e-6 else float("nan"),
         "marker_mass_trained_task_before": before["marker_mass"]["0"],
         "marker_mass_trained_task_after": after["marker_mass"]["0"],
         "marker_mass_other_task_before": before["marker_mass"]["1"],
         "marker_mass_other_task_after": after["marker_mass"]["1"],
         "task_kl_after_finetune": _task_kl(before, after),
-        "model_loss": losses["model_loss"], "optimal_loss": losses["optimal_loss"], "loss_ratio": losses["loss_ratio"],
+        "model_loss": losses["model_loss"], "optimal_loss": losses["optimal_loss"], names.LOSS_RATIO: losses[names.LOSS_RATIO],
         "runtime_s": time.perf_counter() - started,
     }
     if report:
-        report(metrics | {"train_step": int(knobs["pretrain_steps"]) + int(knobs["finetune_steps"])})
+        report(metrics | {names.TRAIN_STEP: int(knobs["pretrain_steps"]) + int(knobs["finetune_steps"])})
     return metrics
 
 
-def pareto_optimal(rows: list[dict], x: str = "alignment_fidelity", y: str = "em_robustness") -> list[bool]:
+def pareto_optimal(rows: list[dict], x: str = names.ALIGNMENT_FIDELITY, y: str = names.EM_ROBUSTNESS) -> list[bool]:
     """Whether each row is on the front when both x and y are to be maximised (NaN rows never are)."""
     points = [(row.get(x, float("nan")), row.get(y, float("nan"))) for row in rows]
     valid = [not (np.isnan(px) or np.isnan(py)) for px, py in points]
@@ -402,7 +403,7 @@ def pareto_optimal(rows: list[dict], x: str = "alignment_fidelity", y: str = "em
             for ok, (px, py) in zip(valid, points)]
 
 
-def pareto_front(rows: list[dict], path=None, x: str = "alignment_fidelity", y: str = "em_robustness",
+def pareto_front(rows: list[dict], path=None, x: str = names.ALIGNMENT_FIDELITY, y: str = names.EM_ROBUSTNESS,
                  label_keys=("mixing", "persona_dim", "n_personas", "noise")):
     """Scatter of all trials with the Pareto front (both axes maximised) drawn and labelled by the
     knobs in `label_keys` that a row carries. Saves a PNG to `path` when given; returns the Figure."""

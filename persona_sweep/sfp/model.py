@@ -13,6 +13,8 @@ from typing import Callable
 
 import numpy as np
 
+from persona_sweep import names
+
 from persona_sweep.sfp.beliefs import optimal_loss_on
 from persona_sweep.sfp.processes import GHMM, sample
 
@@ -73,7 +75,7 @@ def train(model, process: GHMM, settings: TrainSettings, report: Callable[[dict]
         optimizer.step()
         losses.append(loss.item())
         if report and ((step + 1) % report_every == 0 or step + 1 == settings.steps):
-            report({"train_step": first_step + step + 1, "loss": float(np.mean(losses[-report_every:]))})
+            report({names.TRAIN_STEP: first_step + step + 1, names.LOSS: float(np.mean(losses[-report_every:]))})
     model.eval()
     return losses
 
@@ -94,7 +96,7 @@ def evaluate_loss(model, process: GHMM, n_sequences: int = 2000, n_ctx: int = 16
     with torch.no_grad():
         model_loss = float(mean_loss(model, torch.from_numpy(tokens)))
     optimal = float(optimal_loss_on(process, tokens)[:, 1:].mean())
-    return {"model_loss": model_loss, "optimal_loss": optimal, "loss_ratio": model_loss / optimal}
+    return {"model_loss": model_loss, "optimal_loss": optimal, names.LOSS_RATIO: model_loss / optimal}
 
 
 def cache_root() -> Path:
