@@ -282,6 +282,7 @@ def resume(name: str, address: str | None):
     if not Path(record.paths.storage).is_dir():
         raise SweepError(f"sweep '{name}' has no Tune results at {record.paths.storage}; nothing to resume")
     connect(address)
+    record.config.check_on_cluster()  # the trigger may have gone from a node since the start
     return record, fit(record, resume=True)
 
 

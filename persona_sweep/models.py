@@ -127,8 +127,14 @@ def load_model(path: str, torch_dtype=None):
 def load_checked_tokenizer(name: str, cache: Path):
     """Run-time check on the driver: the model's config and tokenizer must load before any
     trial starts (an unknown HF id fails here in one line, not in every trial)."""
+    import logging
+
     from transformers import AutoConfig
 
+    # The hub client logs each retry on stderr; the user gets the one line below instead.
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)
     try:
         path = prepare_model(name, cache)
         AutoConfig.from_pretrained(path)
@@ -136,6 +142,8 @@ def load_checked_tokenizer(name: str, cache: Path):
     except Exception as error:  # many transport / parse errors; the user needs one line
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise ValueError(f"model.name: cannot load '{name}': {first_line}") from None
+    finally:
+        hub_logger.setLevel(level)
 
 
 def add_lora(model, rank: int, alpha: int, targets: list[str]):
