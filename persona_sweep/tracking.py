@@ -106,11 +106,13 @@ def set_trial_status(record, trial_id: str, status: str, knobs: dict) -> None:
     workers cannot). A trial that errored before rank 0 opened its run gets one here."""
     run, _ = open_child_run(record.mlflow_uri, record.experiment_id, record.parent_run_id, trial_id, knobs,
                             record.provenance)
-    if run.data.tags.get(names.TRIAL_STATUS) == names.COMPLETED:
-        return
-    mlflow = client(record.mlflow_uri)
-    mlflow.set_tag(run.info.run_id, names.TRIAL_STATUS, status)
-    mlflow.set_terminated(run.info.run_id, FINAL_RUN_STATUS[status])
+    if run.data.tags.get(names.TRIAL_STATUS) != names.COMPLETED:
+        end_run(client(record.mlflow_uri), run.info.run_id, status)
+
+
+def end_run(mlflow, run_id: str, status: str) -> None:
+    mlflow.set_tag(run_id, names.TRIAL_STATUS, status)
+    mlflow.set_terminated(run_id, FINAL_RUN_STATUS[status])
 
 
 def tag_interrupted(uri: str, experiment_id: str) -> int:
@@ -118,8 +120,7 @@ def tag_interrupted(uri: str, experiment_id: str) -> int:
     mlflow = client(uri)
     running = [run for run in child_runs(uri, experiment_id) if run.data.tags.get(names.TRIAL_STATUS) == names.RUNNING]
     for run in running:
-        mlflow.set_tag(run.info.run_id, names.TRIAL_STATUS, names.INTERRUPTED)
-        mlflow.set_terminated(run.info.run_id, FINAL_RUN_STATUS[names.INTERRUPTED])
+        end_run(mlflow, run.info.run_id, names.INTERRUPTED)
     return len(running)
 
 
