@@ -137,10 +137,13 @@ def start_sweep(spec: GridSweep, address: str | None) -> None:
 
 def exit_if_unfinished(record, outcome) -> None:
     """Exit 1 with the resume hint when trials errored or were cut off (Ctrl-C)."""
-    if outcome.errored or outcome.interrupted:
-        what = " and ".join(part for part in (f"{outcome.errored} trial(s) errored" if outcome.errored else "",
-                                              f"{outcome.interrupted} interrupted" if outcome.interrupted else "") if part)
-        click.echo(f"{what}; `persona-sweep resume {record.name}` finishes them "
+    unfinished = []
+    if outcome.errored:
+        unfinished.append(f"{outcome.errored} trial(s) errored")
+    if outcome.interrupted:
+        unfinished.append(f"{outcome.interrupted} interrupted")
+    if unfinished:
+        click.echo(f"{' and '.join(unfinished)}; `persona-sweep resume {record.name}` finishes them "
                    f"(details under {record.paths.storage})", err=True)
         sys.exit(1)
 

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from persona_sweep import names, tracking
-from persona_sweep.config import GridSweep, SweepError, validate
+from persona_sweep.config import GridSweep, SweepError, first_line, validate
 from persona_sweep.trial import SweepPaths, TrialConfig
 
 RECORD_SCHEMA = 2  # 2: paths fixed on the driver and stored in the record
@@ -38,17 +38,15 @@ def home() -> Path:
     return path
 
 
-def cache_dir() -> Path:
-    """The driver's cache: `$PERSONA_SWEEP_CACHE` or `~/.cache/persona-sweep`, absolute."""
-    return Path(os.environ.get("PERSONA_SWEEP_CACHE", "~/.cache/persona-sweep")).expanduser().absolute()
-
-
 def record_path(name: str) -> Path:
     return home() / "sweeps" / f"{name}.json"
 
 
 def paths_for(name: str) -> SweepPaths:
-    return SweepPaths(home=str(home()), cache=str(cache_dir()), storage=str(home() / "ray_results" / name))
+    from persona_sweep.models import default_cache
+
+    root = home()
+    return SweepPaths(home=str(root), cache=str(default_cache()), storage=str(root / "ray_results" / name))
 
 
 @dataclass
@@ -180,8 +178,7 @@ def connect(address: str | None) -> None:
         # Ray's own "Connecting to ..." lines would bury a one-line error; failures still surface.
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     except (ConnectionError, ValueError, RuntimeError) as error:
-        raise SweepError(f"--address: cannot connect to a Ray cluster at {address}: "
-                         f"{str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__}") from None
+        raise SweepError(f"--address: cannot connect to a Ray cluster at {address}: {first_line(error)}") from None
 
 
 def check_reachable(address: str) -> None:

