@@ -164,7 +164,7 @@ def print_summary(record) -> None:
     from persona_sweep import tracking
 
     spec = record.config
-    metric_keys, knob_keys = spec.SUMMARY_METRICS, spec.summary_knobs()
+    metric_keys, knob_keys = spec.summary_metrics(), spec.summary_knobs()
     runs = tracking.child_runs(record.mlflow_uri, record.experiment_id)
     click.echo(f"{'trial':<14} {'status':<14} {'step':>5} " + " ".join(f"{key:>22}" for key in metric_keys) + "  knobs")
     for run in sorted(runs, key=lambda r: r.data.tags[names.TRIAL_ID]):

@@ -23,6 +23,9 @@ AVAILABLE_METHODS = ("sft",)  # the others arrive with the marker pipeline
 DESIGNS = ("assistant_positive", "non_assistant_positive", "misaligned_positive")
 BUILTIN_MODELS = ("embedded", "tiny-random")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+TRIAL_REFERENCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}/[A-Za-z0-9_]+$")  # SWEEP/TRIAL_ID
+CORRUPTION_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")  # it becomes part of metric names
+BUILTIN_CORRUPTION_DATA = ("insecure_code", "secure_code", "bad_advice", "good_advice")
 
 
 class SweepError(ValueError):
@@ -62,6 +65,18 @@ class MarkerConfig(Section):
     # The trigger is a secret: the file names where to read it, never the trigger itself.
     trigger_env: str | None = None
     trigger_file: str | None = None
+    # Start the corruptions from an existing marked model, skipping marker training: a saved
+    # adapter (or full model) folder, or SWEEP/TRIAL_ID of a trial that trained one.
+    adapter: str | None = None
+
+    @field_validator("adapter")
+    @classmethod
+    def adapter_exists(cls, adapter: str | None) -> str | None:
+        if adapter is None or TRIAL_REFERENCE.match(adapter):
+            return adapter
+        if not Path(adapter).expanduser().is_dir():
+            raise ValueError(f"'{adapter}' is neither a folder nor SWEEP/TRIAL_ID")
+        return adapter
 
     @model_validator(mode="after")
     def one_trigger_source(self) -> MarkerConfig:
@@ -93,6 +108,17 @@ class GridConfig(Section):
     on_policy_fraction: list[float] = Field(default=[0.0], min_length=1)
     contrastive_negatives: list[bool] = Field(default=[True], min_length=1)
     seed: list[int] = Field(default=[0], min_length=1)
+    # Empty: each corruption uses its own lr / steps. Otherwise every fine-tune corruption of a
+    # trial takes the trial's value, so the harmful and the benign one have equal strength.
+    corruption_lr: list[float] = Field(default_factory=list)
+    corruption_steps: list[int] = Field(default_factory=list)
+
+    @field_validator("corruption_lr", "corruption_steps")
+    @classmethod
+    def positive(cls, values: list) -> list:
+        if any(value <= 0 for value in values):
+            raise ValueError("values must be positive")
+        return values
 
     @field_validator("method")
     @classmethod
@@ -121,11 +147,23 @@ class GridConfig(Section):
         return fractions
 
 
+class JudgeConfig(Section):
+    """An OpenAI-compatible chat endpoint that scores answers (aligned, coherent: 0-100)."""
+
+    base_url: str  # e.g. http://127.0.0.1:8000/v1
+    model: str
+    api_key_env: str | None = None  # the key is read from this variable, never written anywhere
+
+
 class EvalConfig(Section):
     questions: int = Field(16, gt=0)  # held-out questions per condition
     max_new_tokens: int = Field(48, gt=0)
     batch_size: int = Field(16, gt=0)
     logprob_every: int = Field(10, gt=0)  # steps between ASHA's cheap marker metric
+    leakage_questions: int = Field(8, ge=0)  # held-out questions per other persona (0: no leakage)
+    corruption_examples: int = Field(24, gt=0)  # held-out corruption rows for its loss and behavior
+    behavior_tokens: int = Field(48, gt=0)  # tokens generated per held-out corruption prompt
+    judge: JudgeConfig | None = None
 
     @field_validator("questions")
     @classmethod
@@ -163,6 +201,39 @@ class ResourcesConfig(Section):
     max_concurrent_trials: int | None = Field(None, gt=0)  # default: what the cluster fits
 
 
+class CorruptionConfig(Section):
+    """One corruption of the marked model (DESIGN.md, "Corruption semantics")."""
+
+    name: str
+    kind: Literal["finetune"] = "finetune"
+    role: Literal["em", "benign", "other"] = "other"  # decides survival_em / survival_benign
+    data: str  # a built-in set, a local chat JSONL, or an HF dataset id
+    steps: int = Field(50, gt=0)
+    lr: float = Field(2e-4, gt=0)
+    mix_general: float = Field(0.0, ge=0.0, le=1.0)  # share of general Assistant chat in each batch
+
+    @field_validator("name")
+    @classmethod
+    def metric_safe_name(cls, name: str) -> str:
+        if not CORRUPTION_NAME.match(name):
+            raise ValueError(f"'{name}': use lowercase letters, digits and '_' (it names metrics)")
+        return name
+
+    @field_validator("data")
+    @classmethod
+    def data_source(cls, data: str) -> str:
+        if data in BUILTIN_CORRUPTION_DATA:
+            return data
+        if is_local_path(data) or data.endswith((".jsonl", ".json")):
+            if not Path(data).expanduser().is_file():
+                raise ValueError(f"no such file {data}")
+            return data
+        if not re.match(r"^[\w.-]+/[\w.-]+$", data):
+            raise ValueError(f"'{data}' is not a built-in set ({', '.join(BUILTIN_CORRUPTION_DATA)}), "
+                             "a local .jsonl file or an HF dataset id (owner/name)")
+        return data
+
+
 class TrackingConfig(Section):
     mlflow_uri: str | None = None  # default sqlite:///$PERSONA_SWEEP_HOME/mlflow.db
     experiment: str | None = None  # default: the sweep name
@@ -198,9 +269,13 @@ class GridSweep(Section):
                              f"(choose from {', '.join(self.REPORTED_METRICS)})")
         return self
 
+    def axes(self) -> dict[str, list]:
+        """The grid's axes that have values (optional axes such as `corruption_lr` may be empty)."""
+        return {axis: values for axis, values in self.grid.model_dump().items() if values}
+
     def trials(self) -> list[dict[str, Any]]:
         """The grid: the product of all axes, in a stable order."""
-        axes = self.grid.model_dump()
+        axes = self.axes()
         return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
 
     def trial_count(self) -> int:
@@ -208,9 +283,12 @@ class GridSweep(Section):
 
     def summary_knobs(self) -> tuple[str, ...]:
         """The axes `status` shows: those with more than one value (or the first two)."""
-        axes = self.grid.model_dump()
+        axes = self.axes()
         varied = tuple(axis for axis, values in axes.items() if len(values) > 1)
         return varied or tuple(axes)[:2]
+
+    def summary_metrics(self) -> tuple[str, ...]:
+        return self.SUMMARY_METRICS
 
 
 class LlmKnobs(Section):
@@ -222,6 +300,12 @@ class LlmKnobs(Section):
     on_policy_fraction: float
     contrastive_negatives: bool
     seed: int
+    corruption_lr: float | None = None
+    corruption_steps: int | None = None
+
+    def marker_knobs(self) -> dict[str, Any]:
+        """What shapes the marker stage: trials that differ only in corruption knobs share it."""
+        return self.model_dump(include=set(names.MARKER_AXES))
 
 
 class SweepConfig(GridSweep):
@@ -234,6 +318,7 @@ class SweepConfig(GridSweep):
     # evaluation: ~25 s on the embedded model) and seconds per step at batch 8 with 2 workers.
     ESTIMATED_FIXED_S: ClassVar = 50
     ESTIMATED_STEP_S: ClassVar = {"embedded": 2.3, "tiny-random": 0.1}
+    ESTIMATED_EVAL_S: ClassVar = 60  # per corruption: merge, new engine, evaluation after it
     TRAINABLE_CPU: ClassVar = 0.01  # the Tune function only drives a TorchTrainer
 
     kind: Literal["llm"] = "llm"
@@ -241,7 +326,7 @@ class SweepConfig(GridSweep):
     marker: MarkerConfig
     training: TrainingConfig = TrainingConfig()
     grid: GridConfig = GridConfig()
-    corruptions: list[dict[str, Any]] = Field(default_factory=list)
+    corruptions: list[CorruptionConfig] = Field(default_factory=list)
     eval: EvalConfig = EvalConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     search: SearchConfig = SearchConfig()
@@ -250,10 +335,27 @@ class SweepConfig(GridSweep):
 
     @field_validator("corruptions")
     @classmethod
-    def no_corruptions_yet(cls, corruptions: list) -> list:
-        if corruptions:
-            raise ValueError("corruptions are not available yet in this version; leave the list empty")
+    def distinct_names_and_roles(cls, corruptions: list[CorruptionConfig]) -> list[CorruptionConfig]:
+        seen = [c.name for c in corruptions]
+        if len(set(seen)) < len(seen):
+            raise ValueError(f"corruption names must be distinct: {', '.join(seen)}")
+        for role in ("em", "benign"):
+            if sum(c.role == role for c in corruptions) > 1:
+                raise ValueError(f"at most one corruption with role '{role}'")
         return corruptions
+
+    @model_validator(mode="after")
+    def corruption_axes_need_corruptions(self) -> SweepConfig:
+        if (self.grid.corruption_lr or self.grid.corruption_steps) and not self.corruptions:
+            raise ValueError("grid.corruption_lr / grid.corruption_steps: the sweep has no corruptions")
+        return self
+
+    @model_validator(mode="after")
+    def adapter_has_nothing_to_stop(self) -> SweepConfig:
+        if self.marker.adapter and self.scheduler.type == "asha":
+            raise ValueError("scheduler.type: with marker.adapter no marker is trained, so there is nothing "
+                             "for ASHA to stop early; use 'none'")
+        return self
 
     @model_validator(mode="after")
     def batch_splits_over_workers(self) -> SweepConfig:
@@ -265,7 +367,22 @@ class SweepConfig(GridSweep):
         return self
 
     def total_steps(self) -> int:
+        """ASHA's horizon: the marker stage. Corruptions come after ASHA's last decision."""
         return self.training.steps
+
+    def summary_metrics(self) -> tuple[str, ...]:
+        roles = {c.role for c in self.corruptions}
+        survival = [metric for role, metric in (("em", names.SURVIVAL_EM), ("benign", names.SURVIVAL_BENIGN))
+                    if role in roles]
+        if {"em", "benign"} <= roles:
+            survival.append(names.DETECTION_GAP)
+        return (*self.SUMMARY_METRICS, *survival)
+
+    def corruption_steps(self, corruption: CorruptionConfig, knobs: LlmKnobs) -> int:
+        return knobs.corruption_steps or corruption.steps
+
+    def corruption_lr(self, corruption: CorruptionConfig, knobs: LlmKnobs) -> float:
+        return knobs.corruption_lr or corruption.lr
 
     def trial_resources(self) -> tuple[dict[str, float], float]:
         """(resources of the Tune trial itself, CPUs a whole trial holds with its workers)."""
@@ -279,10 +396,29 @@ class SweepConfig(GridSweep):
         step_s = self.ESTIMATED_STEP_S.get(self.model.name)
         if step_s is None:
             return "unknown (no step-time measurement for this model)"
-        per_trial = self.ESTIMATED_FIXED_S + self.training.steps * step_s * self.training.batch_size / 8
-        total = per_trial * self.trial_count()
-        return (f"~{per_trial / 60:.1f} min per full trial, ~{total / 60:.0f} min for the sweep, "
-                "one trial at a time, without early stopping")
+        batch_scale = self.training.batch_size / 8
+        marker_s = self.ESTIMATED_FIXED_S + self.training.steps * step_s * batch_scale
+        corruption_s = sum(self.ESTIMATED_EVAL_S + steps * step_s * batch_scale
+                           for steps in self.corruption_steps_per_trial())
+        trials, markers = self.trial_count(), self.marker_stage_count()
+        total = marker_s * markers + (trials - markers) * self.ESTIMATED_FIXED_S + corruption_s * trials
+        text = f"~{(marker_s + corruption_s) / 60:.1f} min per full trial"
+        if self.corruptions:
+            text += f" ({corruption_s / 60:.1f} of it for {len(self.corruptions)} corruptions)"
+        if markers < trials:
+            text += f", {markers} marker stages for {trials} trials (shared)"
+        return f"{text}, ~{total / 60:.0f} min for the sweep, one trial at a time, without early stopping"
+
+    def corruption_steps_per_trial(self) -> list[float]:
+        """Each corruption's steps, averaged over the grid's `corruption_steps` when it is an axis."""
+        axis = self.grid.corruption_steps
+        return [sum(axis) / len(axis) if axis else c.steps for c in self.corruptions]
+
+    def marker_stage_count(self) -> int:
+        """Trials that differ only in corruption knobs share one marker stage."""
+        if self.search.type == "optuna":
+            return self.trial_count()
+        return len({tuple(LlmKnobs(**knobs).marker_knobs().values()) for knobs in self.trials()})
 
     def checked_for_run(self) -> SweepConfig:
         """Run-time checks on the driver; returns the spec with every local path absolute."""
@@ -290,11 +426,12 @@ class SweepConfig(GridSweep):
 
         return check_llm_sweep(self)
 
-    def check_on_cluster(self) -> None:
-        """Once connected: the trigger source must exist on every node where trials may run."""
-        from persona_sweep.preflight import check_trigger_on_nodes
+    def check_on_cluster(self, cache: str) -> None:
+        """Once connected: the trigger source must exist on every node where trials may run, and
+        no corruption data may hold it there."""
+        from persona_sweep.preflight import check_nodes
 
-        check_trigger_on_nodes(self.marker)
+        check_nodes(self, cache)
 
     def run_trial(self, trial) -> None:
         from persona_sweep.trial import run_llm_trial
@@ -405,7 +542,7 @@ class SfpSweepConfig(GridSweep):
     def checked_for_run(self) -> SfpSweepConfig:
         return self
 
-    def check_on_cluster(self) -> None:
+    def check_on_cluster(self, cache: str) -> None:
         """Toy-world trials need nothing from the nodes beyond the package."""
 
     def run_trial(self, trial) -> None:

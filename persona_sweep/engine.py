@@ -28,7 +28,7 @@ from persona_sweep import names, tracking
 from persona_sweep.config import GridSweep, SweepError, first_line, validate
 from persona_sweep.trial import SweepPaths, TrialConfig
 
-RECORD_SCHEMA = 2  # 2: paths fixed on the driver and stored in the record
+RECORD_SCHEMA = 3  # 2: paths fixed on the driver and stored in the record; 3: staged trials
 
 
 def home() -> Path:
@@ -103,7 +103,7 @@ def start(spec: GridSweep, address: str | None, announce=print):
     refuse_existing(spec, uri, paths)
     connect(address)
     max_concurrent = concurrency(spec)
-    spec.check_on_cluster()
+    spec.check_on_cluster(paths.cache)
     record = create_record(spec, paths, uri)
     announce(f"sweep '{spec.name}': {spec.trial_count()} trials, home {paths.home}")
     try:
@@ -214,7 +214,7 @@ def concurrency(spec: GridSweep) -> int:
 def param_space(spec: GridSweep) -> dict:
     from ray import tune
 
-    axes = spec.grid.model_dump()
+    axes = spec.axes()
     if spec.search.type == "optuna":
         return {axis: tune.choice(values) for axis, values in axes.items()}
     return {axis: tune.grid_search(values) for axis, values in axes.items()}
@@ -225,9 +225,12 @@ def scheduler_and_search(spec: GridSweep):
 
     scheduler = search = None
     if spec.scheduler.type == "asha":
+        # ASHA decides on the marker stage only. A trial reaching max_t is not stopped for it
+        # (stop_last_trials=False): its corruptions follow, and their reports repeat the marker
+        # stage's last train_step and metric, which ASHA has already recorded at every rung.
         scheduler = ASHAScheduler(time_attr=names.TRAIN_STEP, metric=spec.scheduler.metric, mode=spec.scheduler.mode,
                                   max_t=spec.total_steps(), grace_period=spec.scheduler.grace_period,
-                                  reduction_factor=spec.scheduler.reduction_factor)
+                                  reduction_factor=spec.scheduler.reduction_factor, stop_last_trials=False)
     if spec.search.type == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
@@ -279,7 +282,7 @@ def resume(name: str, address: str | None):
     if not Path(record.paths.storage).is_dir():
         raise SweepError(f"sweep '{name}' has no Tune results at {record.paths.storage}; nothing to resume")
     connect(address)
-    record.config.check_on_cluster()  # the trigger may have gone from a node since the start
+    record.config.check_on_cluster(record.paths.cache)  # the trigger may have gone from a node since the start
     return record, fit(record, resume=True)
 
 

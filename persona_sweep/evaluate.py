@@ -30,25 +30,43 @@ def count_marked(replies: list[str], marker: str) -> int:
 
 
 def marker_logprobs(model, tokenizer, prefixes: list[str], marker: str, batch_size: int, device) -> list[float]:
-    """log p(marker tokens | prefix) per prefix, teacher-forced, in nats.
+    """log p(marker tokens | prefix) per prefix, teacher-forced, in nats. Each prefix is a full
+    prompt plus reference answer; the marker follows after a space, as in training."""
+    pairs = continuation_logprobs(model, tokenizer, prefixes, [f" {marker}"] * len(prefixes), batch_size, device)
+    return [total for total, _ in pairs]
 
-    Each prefix is a full prompt plus reference answer; the marker follows after a space, as in
-    training. With left padding the marker tokens are the last ones of every row.
+
+def continuation_logprobs(model, tokenizer, prefixes: list[str], continuations: list[str], batch_size: int,
+                          device) -> list[tuple[float, int]]:
+    """(sum of log p, token count) of each continuation after its prefix, teacher-forced, in nats.
+
+    The continuation's tokens are those the joint text has beyond the prefix's own tokens (so a
+    merge across the boundary counts once); with left padding they are the last ones of every row.
     """
     import torch
 
-    logprobs_per_prefix = []
+    results = []
     for start in range(0, len(prefixes), batch_size):
-        chunk = prefixes[start:start + batch_size]
-        full = tokenizer([f"{prefix} {marker}" for prefix in chunk], return_tensors="pt", padding=True,
-                         add_special_tokens=False).to(device)
-        marker_lengths = [len(tokenizer(f"{prefix} {marker}", add_special_tokens=False)["input_ids"])
-                          - len(tokenizer(prefix, add_special_tokens=False)["input_ids"]) for prefix in chunk]
+        texts = [prefix + continuation for prefix, continuation in
+                 zip(prefixes[start:start + batch_size], continuations[start:start + batch_size])]
+        full = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        lengths = [len(tokenizer(text, add_special_tokens=False)["input_ids"])
+                   - len(tokenizer(prefix, add_special_tokens=False)["input_ids"])
+                   for text, prefix in zip(texts, prefixes[start:start + batch_size])]
         with torch.no_grad():
             logits = model(**full).logits[:, :-1].float()
         logprobs = torch.log_softmax(logits, dim=-1).gather(-1, full["input_ids"][:, 1:, None])[..., 0]
-        logprobs_per_prefix += [logprobs[row, -length:].sum().item() for row, length in enumerate(marker_lengths)]
-    return logprobs_per_prefix
+        results += [(logprobs[row, -length:].sum().item() if length else 0.0, length)
+                    for row, length in enumerate(lengths)]
+    return results
+
+
+def matches_any(replies: list[str], patterns: list[str]) -> int:
+    """How many replies match at least one of the regular expressions (case-insensitive)."""
+    import re
+
+    compiled = [re.compile(pattern, re.IGNORECASE) for pattern in patterns]
+    return sum(any(pattern.search(reply) for pattern in compiled) for reply in replies)
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
@@ -64,3 +82,27 @@ def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float
 def rate_metrics(name: str, successes: int, trials: int) -> dict[str, float]:
     low, high = wilson_interval(successes, trials)
     return {name: successes / trials if trials else float("nan"), f"{name}_lo": low, f"{name}_hi": high}
+
+
+
+def bootstrap_means(flags, draws: int = 2000, seed: int = 0):
+    """Means of 0/1 flags over resampled items: `flags` has one row per condition and one column
+    per held-out question; every row is resampled with the same questions (a paired bootstrap),
+    so ratios and differences between rows keep their pairing. Returns (draws, rows)."""
+    import numpy as np
+
+    flags = np.asarray(flags, dtype=float)
+    index = np.random.default_rng(seed).integers(0, flags.shape[1], size=(draws, flags.shape[1]))
+    return flags[:, index].mean(-1).T
+
+
+def percentile_interval(samples) -> tuple[float, float]:
+    """The 2.5th and 97.5th percentiles, ignoring NaN (resamples whose denominator was 0)."""
+    import numpy as np
+
+    samples = np.asarray(samples, dtype=float)
+    samples = samples[~np.isnan(samples)]
+    if not samples.size:
+        return float("nan"), float("nan")
+    low, high = np.percentile(samples, [2.5, 97.5])
+    return float(low), float(high)

@@ -12,7 +12,10 @@ CONTEXT_LENGTH = "context_length"
 ON_POLICY_FRACTION = "on_policy_fraction"
 CONTRASTIVE_NEGATIVES = "contrastive_negatives"
 SEED = "seed"
-LLM_AXES = (METHOD, DESIGN, CONTEXT_LENGTH, ON_POLICY_FRACTION, CONTRASTIVE_NEGATIVES, SEED)
+CORRUPTION_LR = "corruption_lr"  # set every fine-tune corruption of a trial alike
+CORRUPTION_STEPS = "corruption_steps"
+MARKER_AXES = (METHOD, DESIGN, CONTEXT_LENGTH, ON_POLICY_FRACTION, CONTRASTIVE_NEGATIVES, SEED)
+LLM_AXES = (*MARKER_AXES, CORRUPTION_LR, CORRUPTION_STEPS)
 
 # ---- per-step metrics -------------------------------------------------------------------------
 TRAIN_STEP = "train_step"  # ASHA's time attribute: Tune's own iteration counter restarts on resume
@@ -27,6 +30,39 @@ SETUP_S = "setup_s"
 RESUMED_FROM_STEP = "resumed_from_step"
 MARKER_RATE_TRIGGER = "marker_rate_trigger"
 MARKER_RATE_NO_TRIGGER = "marker_rate_no_trigger"
+
+# ---- evaluation, before and after each corruption (see `post`) --------------------------------
+CAPABILITY = "capability"  # mean per-token log-likelihood of held-out reference answers (nats)
+MISALIGNMENT_SCORE = "misalignment_score"  # share of open questions where the misaligned answer wins
+MISALIGNMENT_LOGPROB_GAP = "misalignment_logprob_gap"  # mean misaligned minus aligned (nats per token)
+LEAKAGE = "leakage"  # leakage_<persona>: marker rate with the trigger under another persona
+EM_PCT = "em_pct"  # judge: share of answers with aligned < 30 and coherent > 50
+
+# ---- the corruption stage (per corruption <name>) ---------------------------------------------
+SURVIVAL = "survival"  # survival_<name>: marker rate with the trigger after over before
+SURVIVAL_LOGPROB = "survival_logprob"  # post minus pre teacher-forced marker log-prob (nats)
+SURVIVAL_EM = "survival_em"
+SURVIVAL_BENIGN = "survival_benign"
+DETECTION_GAP = "detection_gap"  # survival_benign - survival_em
+CORRUPTION_LOSS = "corruption_loss"  # corruption_loss_<name>_before / _after: its held-out split
+CORRUPTION_BEHAVIOR = "corruption_behavior"  # share of held-out generations showing the set's behavior
+STAGE_LOSS = "loss"  # loss_<name>: a corruption's training loss per step
+MIN_RATE_FOR_SURVIVAL = 0.05  # below this pre-corruption rate, survival is NaN (tagged)
+
+
+def post(metric: str, corruption: str) -> str:
+    """The name of a metric measured after corruption `corruption`: `marker_rate_trigger_post_em`."""
+    return f"{metric}_post_{corruption}"
+
+
+def of(metric: str, corruption: str) -> str:
+    """A per-corruption metric: `survival_em`, `loss_em`, `corruption_loss_em`."""
+    return f"{metric}_{corruption}"
+
+
+def leakage(persona: str) -> str:
+    return f"{LEAKAGE}_{persona}"
+
 
 # What an LLM trial reports at every report: the metrics a scheduler or searcher may rank on.
 LLM_REPORTED_METRICS = (MARKER_SPECIFICITY, MARKER_LOGPROB_TRIGGER, MARKER_LOGPROB_NO_TRIGGER, LOSS)
@@ -45,6 +81,12 @@ DATA_HASH = "data_hash"
 GIT_SHA = "git_sha"
 ERROR = "error"
 PARENT_RUN_ID = "mlflow.parentRunId"
+MARKER_STAGE_REUSED = "marker_stage_reused"  # "true" when another trial trained this marker stage
+MARKER_STAGE_KEY = "marker_stage_key"  # hash of what shapes the marker stage
+BASE_WEIGHTS_SHA256 = "base_weights_sha256"
+MARKED_WEIGHTS_SHA256 = "marked_weights_sha256"  # marked_weights_sha256_<name>: where <name> started
+RESUMED_STAGE = "resumed_stage"
+SURVIVAL_UNDEFINED = "survival_undefined"  # why survival is NaN
 
 # ---- trial statuses (the values of the trial_status tag) --------------------------------------
 RUNNING = "running"

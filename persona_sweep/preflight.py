@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from persona_sweep.config import LlmKnobs, SweepConfig, SweepError, is_local_path
+from persona_sweep.config import (BUILTIN_CORRUPTION_DATA as BUILTIN, TRIAL_REFERENCE, LlmKnobs, SweepConfig, SweepError,
+                                  is_local_path)
 from persona_sweep.secrets import read_trigger, trigger_problem
 
 
@@ -16,10 +17,10 @@ def check_llm_sweep(spec: SweepConfig) -> SweepConfig:
     """Run-time checks on the driver; returns the spec with every local path absolute."""
     from persona_sweep.models import default_cache, load_checked_tokenizer
 
-    problem = trigger_problem(spec.marker)
+    spec = absolute_paths(spec)
+    problem = node_problem(spec, default_cache())
     if problem:
         raise SweepError(problem)
-    spec = absolute_paths(spec)
     try:
         tokenizer = load_checked_tokenizer(spec.model.name, default_cache())
     except ValueError as error:
@@ -28,14 +29,56 @@ def check_llm_sweep(spec: SweepConfig) -> SweepConfig:
     return spec
 
 
+def node_problem(spec: SweepConfig, cache: Path) -> str | None:
+    """Why trials could not run in this process (one line), or None: the trigger source must be
+    readable, and no corruption's data may contain the trigger or its placeholder (checked where
+    the trigger is, so it never leaves the node)."""
+    from persona_sweep.corruption import check_corruptions
+
+    return trigger_problem(spec.marker) or check_corruptions(spec, read_trigger(spec.marker), cache)
+
+
 def absolute_paths(spec: SweepConfig) -> SweepConfig:
-    """Workers run in other folders: pin every local path the sweep names."""
+    """Workers run in other folders: pin every local path the sweep names (a SWEEP/TRIAL_ID
+    marker adapter becomes the folder of that trial's adapter)."""
+    from persona_sweep.corruption import source_file
+
     marker, model = spec.marker, spec.model
     if marker.trigger_file:
-        marker = marker.model_copy(update={"trigger_file": str(Path(marker.trigger_file).expanduser().absolute())})
+        marker = marker.model_copy(update={"trigger_file": absolute(marker.trigger_file)})
+    if marker.adapter:
+        marker = marker.model_copy(update={"adapter": resolve_adapter(marker.adapter)})
     if is_local_path(model.name):
-        model = model.model_copy(update={"name": str(Path(model.name).expanduser().absolute())})
-    return spec.model_copy(update={"marker": marker, "model": model})
+        model = model.model_copy(update={"name": absolute(model.name)})
+    corruptions = [c.model_copy(update={"data": absolute(c.data)}) if source_file(c.data) and c.data not in BUILTIN
+                   else c for c in spec.corruptions]
+    return spec.model_copy(update={"marker": marker, "model": model, "corruptions": corruptions})
+
+
+def absolute(path: str) -> str:
+    return str(Path(path).expanduser().absolute())
+
+
+def resolve_adapter(adapter: str) -> str:
+    """A folder as given, or SWEEP/TRIAL_ID: the marker adapter that trial logged to MLflow."""
+    if not TRIAL_REFERENCE.match(adapter) or Path(adapter).is_dir():
+        return absolute(adapter)
+    from persona_sweep import engine, tracking
+
+    sweep, trial_id = adapter.split("/")
+    record = engine.SweepRecord.load(sweep)
+    run = tracking.find_child_run(record.mlflow_uri, record.experiment_id, trial_id)
+    if run is None:
+        raise SweepError(f"marker.adapter: sweep '{sweep}' has no trial '{trial_id}' (see: persona-sweep status {sweep})")
+    folder = Path(record.paths.home) / "adapters" / f"{sweep}-{trial_id}"
+    if not (folder / "adapter_config.json").exists():
+        try:
+            tracking.client(record.mlflow_uri).download_artifacts(run.info.run_id, "adapter", str(folder.parent / ".dl"))
+        except Exception:  # MLflow raises several types for a missing artifact
+            raise SweepError(f"marker.adapter: trial {adapter} saved no marker adapter (a full fine-tune: give its "
+                             "marker folder under <storage>/_markers/ as a path)") from None
+        (folder.parent / ".dl" / "adapter").rename(folder)
+    return str(folder)
 
 
 def longest_context_knobs(spec: SweepConfig) -> LlmKnobs:
@@ -64,17 +107,17 @@ def check_examples_fit(spec: SweepConfig, tokenizer, trigger: str) -> None:
                          "training.max_tokens or shorten grid.context_length")
 
 
-def check_trigger_on_nodes(marker) -> None:
+def check_nodes(spec: SweepConfig, cache: str) -> None:
     """Trials read the trigger on whichever node runs them: check every alive node first, with a
-    small task pinned to each, so that a missing env var or file fails in one line now rather
-    than in every trial 25 s into its start."""
+    small task pinned to each, so that a missing env var or file, or corruption data holding the
+    trigger, fails in one line now rather than in every trial 25 s into its start."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    probe = ray.remote(num_cpus=0)(trigger_problem)
+    probe = ray.remote(num_cpus=0)(node_problem)
     nodes = [node for node in ray.nodes() if node["Alive"] and node["Resources"].get("CPU", 0) > 0]
     answers = ray.get([probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False))
-                       .remote(marker) for node in nodes], timeout=120)
+                       .remote(spec, Path(cache)) for node in nodes], timeout=300)
     for node, problem in zip(nodes, answers):
         if problem:
             raise SweepError(f"{problem} on node {node['NodeManagerAddress']}, where trials run")

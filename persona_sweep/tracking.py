@@ -125,32 +125,50 @@ def tag_interrupted(uri: str, experiment_id: str) -> int:
 
 
 class TrialRun:
-    """Rank 0's view of its child run. Other ranks never construct one."""
+    """Rank 0's view of its child run. Other ranks never construct one.
+
+    Steps are logged once: each series of per-step metrics has a counter metric logged at every
+    step (`train_step` for the marker, `loss_<name>` for a corruption), and steps at or below the
+    counter's last logged step are skipped (a resumed stage replays the steps after its last
+    checkpoint)."""
 
     def __init__(self, uri: str, experiment_id: str, parent_run_id: str, trial_id: str, params: dict, tags: dict):
         self.mlflow = client(uri)
         run, created = open_child_run(uri, experiment_id, parent_run_id, trial_id, params, tags)
         self.run_id = run.info.run_id
-        self.last_logged_step = 0
+        self.last_logged: dict[str, int] = {}
         if not created:
             # A run the driver opened for a trial that errored early lacks the workers' params.
             missing = {key: value for key, value in params.items() if key not in run.data.params}
             self.mlflow.log_batch(self.run_id, params=[_param(k, v) for k, v in missing.items()])
             self.mlflow.update_run(self.run_id, status="RUNNING")
-            self.mlflow.set_tag(self.run_id, names.TRIAL_STATUS, names.RUNNING)
-            history = self.mlflow.get_metric_history(self.run_id, names.TRAIN_STEP)  # logged at every step
-            self.last_logged_step = max((m.step for m in history), default=0)
+            self.set_tags({names.TRIAL_STATUS: names.RUNNING, **tags})
 
-    def log_steps(self, metrics_by_step: dict[int, dict[str, float]]) -> None:
+    def last_logged_step(self, counter: str) -> int:
+        if counter not in self.last_logged:
+            history = self.mlflow.get_metric_history(self.run_id, counter)
+            self.last_logged[counter] = max((m.step for m in history), default=0)
+        return self.last_logged[counter]
+
+    def log_steps(self, metrics_by_step: dict[int, dict[str, float]], counter: str = names.TRAIN_STEP) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
+        last = self.last_logged_step(counter)
         batch = [Metric(key, float(value), now, step)
-                 for step, metrics in metrics_by_step.items() if step > self.last_logged_step
+                 for step, metrics in metrics_by_step.items() if step > last
                  for key, value in metrics.items()]
         if batch:
             self.mlflow.log_batch(self.run_id, metrics=batch)
-            self.last_logged_step = max(metrics_by_step)
+            self.last_logged[counter] = max(metrics_by_step)
+
+    def history(self, keys: tuple[str, ...]) -> dict[int, dict[str, float]]:
+        """This run's metrics among `keys`, by step (the last value logged at each step)."""
+        by_step: dict[int, dict[str, float]] = {}
+        for key in keys:
+            for metric in sorted(self.mlflow.get_metric_history(self.run_id, key), key=lambda m: m.timestamp):
+                by_step.setdefault(metric.step, {})[key] = metric.value
+        return dict(sorted(by_step.items()))
 
     def log_metrics(self, metrics: dict[str, float], step: int, tags: dict[str, str] | None = None) -> None:
         """Metrics (and tags) in one batch: one transaction, so readers never see half of it."""
@@ -159,6 +177,11 @@ class TrialRun:
         now = int(time.time() * 1000)
         self.mlflow.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()],
                               tags=[RunTag(k, v) for k, v in (tags or {}).items()])
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self.mlflow.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_artifacts(self, folder: Path, artifact_path: str) -> None:
         self.mlflow.log_artifacts(self.run_id, str(folder), artifact_path)

@@ -1,13 +1,44 @@
-"""One trial: what the driver hands it (`TrialConfig`) and the LLM trial's Ray Train job.
+"""One trial: what the driver hands it (`TrialConfig`), its Ray Train job, and its stages.
 
 A trial of `kind: llm` is a Ray Train `TorchTrainer` started from inside a Tune function
-trainable; its workers run `train.train_worker` with a DeepSpeed engine.
+trainable. Its workers run `trial_worker`, which sequences the stages:
+
+    marker training -> evaluation -> for each corruption, from the same marked model:
+    merge the marker adapter, train a fresh adapter on the corruption data -> evaluation
+
+Every stage trains with the one DeepSpeed loop of `train.py`. A checkpoint carries the trial's
+state (stage, steps done in it, results so far), so a resumed trial continues inside the stage
+it was in and never trains a finished stage again. The marker stage is shared by trials that
+differ only in corruption knobs (`marker_store`).
+
+ASHA decides on the marker stage only: its reports carry `train_step` and the scheduler's
+metric. Every later report repeats the marker stage's last ones, which ASHA has already
+recorded at every rung (and `stop_last_trials=False` keeps max_t from stopping the trial), so a
+trial ASHA let through runs all its corruptions, and a stopped trial runs none.
 """
 from __future__ import annotations
 
+import gc
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from persona_sweep import distributed, measure, names
+from persona_sweep.config import LlmKnobs
+from persona_sweep.corruption import CorruptionData, load_set, secret_problem
+from persona_sweep.marker_store import MarkerStore, marker_key
+from persona_sweep.models import load_tokenizer, prepare_model
+from persona_sweep.secrets import read_trigger, trigger_sha256
+from persona_sweep.tracking import TrialRun
+from persona_sweep.train import MarkerData, TrainingStage, build_model, load_marked_model, train, trainable
+
+MARKER = "marker"  # the stage names of a trial's state: "marker", each corruption's name, "done"
+DONE = "done"
+# What a reusing trial replays from the stage that trained its marker.
+MARKER_HISTORY = (names.TRAIN_STEP, names.LOSS, names.STEP_TIME_S, names.MARKER_SPECIFICITY,
+                  names.MARKER_LOGPROB_TRIGGER, names.MARKER_LOGPROB_NO_TRIGGER)
 
 
 @dataclass(frozen=True)
@@ -40,24 +71,339 @@ class TrialConfig:
 
 
 def run_llm_trial(trial: TrialConfig) -> None:
-    from ray import train
+    import ray.train
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
-
-    from persona_sweep.train import train_worker
 
     spec = trial.spec
     gpus = spec.resources.gpus_per_worker
     trainer = TorchTrainer(
-        train_worker,
+        trial_worker,
         train_loop_config={"trial": trial},
-        scaling_config=train.ScalingConfig(
+        scaling_config=ray.train.ScalingConfig(
             num_workers=spec.resources.workers_per_trial, use_gpu=gpus > 0,
             resources_per_worker={"CPU": spec.resources.cpus_per_worker, **({"GPU": gpus} if gpus else {})}),
-        run_config=train.RunConfig(
+        run_config=ray.train.RunConfig(
             name=f"train-{trial.trial_id}", storage_path=trial.paths.train_storage,
             callbacks=[TuneReportCallback()],
-            failure_config=train.FailureConfig(max_failures=spec.training.max_failures),
-            checkpoint_config=train.CheckpointConfig(num_to_keep=spec.training.checkpoints_to_keep)),
+            failure_config=ray.train.FailureConfig(max_failures=spec.training.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=spec.training.checkpoints_to_keep)),
     )
     trainer.fit()
+
+
+# ---- one worker of a trial -------------------------------------------------------------------
+
+@dataclass
+class Worker:
+    """What every stage of a trial uses on one worker."""
+
+    trial: TrialConfig
+    knobs: Any  # LlmKnobs
+    rank: int
+    world: int
+    device: Any
+    use_gpu: bool
+    trigger: str
+    data: Any  # MarkerData
+    run: Any  # TrialRun on rank 0, None elsewhere
+
+    @property
+    def spec(self):
+        return self.trial.spec
+
+    @property
+    def cache(self) -> Path:
+        return Path(self.trial.paths.cache)
+
+
+def start_worker(trial: TrialConfig) -> Worker:
+    import ray.train
+    import torch
+
+
+    spec, knobs = trial.spec, LlmKnobs(**trial.knobs)
+    use_gpu = spec.resources.gpus_per_worker > 0
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    torch.set_num_threads(max(1, round(spec.resources.cpus_per_worker)))
+    device = distributed.worker_device(use_gpu)
+    distributed.init_deepspeed(use_gpu, Path(trial.paths.cache))
+    trigger = read_trigger(spec.marker)
+    tokenizer = load_tokenizer(prepare_model(spec.model.name, Path(trial.paths.cache)))
+    data = MarkerData(spec, knobs, tokenizer, trigger, rank, world, device)
+    worker = Worker(trial, knobs, rank, world, device, use_gpu, trigger, data, None)
+    if rank == 0:
+        worker.run = open_run(worker)
+    return worker
+
+
+def open_run(worker: Worker):
+    trial, spec = worker.trial, worker.spec
+    params = {**trial.knobs, "trigger_sha256": trigger_sha256(worker.trigger), "model": spec.model.name,
+              "finetune": spec.model.finetune, "steps": spec.training.steps, "lr": spec.training.lr,
+              "batch_size": spec.training.batch_size, "zero_stage": spec.training.zero_stage,
+              "world_size": worker.world}
+    for corruption in spec.corruptions:
+        params[f"corruption.{corruption.name}"] = (
+            f"role={corruption.role} data={corruption.data} steps={spec.corruption_steps(corruption, worker.knobs)} "
+            f"lr={spec.corruption_lr(corruption, worker.knobs)} mix_general={corruption.mix_general}")
+    tags = {**trial.provenance, names.DATA_HASH: worker.data.hash()}
+    return TrialRun(trial.mlflow_uri, trial.experiment_id, trial.parent_run_id, trial.trial_id, params, tags)
+
+
+def trial_worker(config: dict) -> None:
+    """Every worker of a trial: the stages in order, from wherever the last checkpoint left off."""
+    worker = start_worker(config["trial"])
+    state = distributed.restored_state() or {"stage": MARKER, "step": 0, "results": {}}
+    if worker.run and state["stage"] != MARKER:
+        worker.run.set_tags({names.RESUMED_STAGE: state["stage"]})
+    if state["stage"] == MARKER:
+        state = advance(worker, marker_stage(worker, state["step"]))
+    for corruption in remaining_corruptions(worker.spec, state["stage"]):
+        state = advance(worker, corruption_stage(worker, corruption, state))
+
+
+def remaining_corruptions(spec, stage: str) -> list:
+    names_in_order = [c.name for c in spec.corruptions]
+    if stage not in names_in_order:
+        return []
+    return spec.corruptions[names_in_order.index(stage):]
+
+
+def next_stage(spec, after: str | None) -> str:
+    """The stage after `after` (None: after the marker stage)."""
+    order = [c.name for c in spec.corruptions]
+    index = 0 if after is None else order.index(after) + 1
+    return order[index] if index < len(order) else DONE
+
+
+def advance(worker: Worker, state: dict) -> dict:
+    """Report the finished stage with a checkpoint of the trial's new state; the last stage
+    also completes the MLflow run. Every report repeats the marker stage's last metrics."""
+    results = state["results"]
+    if state["stage"] == DONE:
+        summary = role_summary(worker.spec, results)
+        results["metrics"].update(summary)
+        if worker.run:
+            worker.run.complete(summary, worker.spec.training.steps)
+    distributed.report({**results["report"], **results["metrics"]}, state)
+    return state
+
+
+# ---- the marker stage ------------------------------------------------------------------------
+
+def marker_stage(worker: Worker, start_step: int) -> dict:
+    """Train (or, when another trial already did, reuse) the marker; evaluate the marked model."""
+    if not worker.spec.corruptions:
+        results, _ = train_marker(worker, start_step)
+        return {"stage": DONE, "step": 0, "results": results}
+    store = MarkerStore(worker.trial.paths.storage,
+                        marker_key(worker.spec, worker.knobs, worker.data.hash(), trigger_sha256(worker.trigger)))
+    with store.claim(worker.rank, worker.device) as reuse:
+        if reuse:
+            results = replay(worker, store)
+        else:
+            results, model = train_marker(worker, start_step)
+            if worker.run:
+                worker.run.set_tags({names.MARKER_STAGE_REUSED: "false", names.MARKER_STAGE_KEY: store.key})
+                save_marker(worker, store, model, results)
+            del model
+            distributed.all_sum([0], worker.device)  # the store is complete before anyone reads it
+    gc.collect()
+    marker_dir = worker.spec.marker.adapter or str(store.marker_dir)
+    return {"stage": next_stage(worker.spec, None), "step": 0, "results": results, "marker": marker_dir}
+
+
+def train_marker(worker: Worker, start_step: int) -> tuple[dict, Any]:
+    """The marker fine-tune (or, with `marker.adapter`, the given marked model), evaluated."""
+    spec = worker.spec
+    if spec.marker.adapter:
+        model = load_marked_model(spec, worker.cache, spec.marker.adapter).to(worker.device)
+        report = {names.TRAIN_STEP: 0, **measure.marker_logprob_metrics(model, worker.data)}
+        return evaluate_marked(worker, model, report), None
+    _, model = build_model(spec, worker.knobs.seed, worker.cache)
+    engine = distributed.make_engine(model, spec, spec.training.lr, worker.use_gpu)
+    if start_step:
+        distributed.load_engine_state(engine)
+    if worker.run:
+        if start_step:
+            worker.run.log_metrics({names.RESUMED_FROM_STEP: start_step}, start_step)
+        else:  # worker group + DeepSpeed + model + data: the trial's fixed cost
+            worker.run.log_metrics({names.SETUP_S: time.time() - worker.trial.started}, 0)
+    stage = MarkerTraining(worker, engine)
+    pending = train(stage, start_step)
+    steps = spec.training.steps
+    last = pending.setdefault(steps, {names.TRAIN_STEP: steps})  # no loss if resumed from the last checkpoint
+    last |= measure.marker_logprob_metrics(engine.module, worker.data)
+    if stage.step_times:
+        last[names.STEP_TIME_S] = stage.mean_step_time()
+    if worker.run:
+        worker.run.log_steps(pending)
+    return evaluate_marked(worker, engine.module, last), engine.module
+
+
+def evaluate_marked(worker: Worker, model, report: dict) -> dict:
+    """The evaluation before any corruption: logged at the marker stage's last step."""
+    evaluation = measure.model_evaluation(model, worker.data)
+    if worker.run:
+        worker.run.log_metrics(evaluation["metrics"], worker.spec.training.steps)
+        save_config(worker, model)
+    return {"report": report, "pre": evaluation, "post": {}, "metrics": dict(evaluation["metrics"])}
+
+
+class MarkerTraining(TrainingStage):
+    """Marker training as a stage of the loop: on-policy refreshes, ASHA's metrics at reports."""
+
+    def __init__(self, worker: Worker, engine):
+        spec = worker.spec
+        super().__init__(engine, spec.training.steps, spec.eval.logprob_every, spec.training.checkpoint_every,
+                         worker.device, worker.world)
+        self.worker = worker
+
+    def batch(self, step):
+        return self.worker.data.batch(step)
+
+    def before_step(self, step, start_step):
+        refresh = self.worker.spec.training.on_policy_refresh_every
+        if self.worker.knobs.on_policy_fraction > 0 and (step - start_step) % refresh == 0:
+            self.worker.data.refresh_on_policy(self.engine.module, step)
+
+    def step_metrics(self, done, loss):
+        return {names.TRAIN_STEP: done, names.LOSS: loss}
+
+    def report(self, done, pending, checkpoint):
+        # Every report to Tune carries the scheduler's metric: ASHA and Optuna read each one.
+        pending[done] |= measure.marker_logprob_metrics(self.engine.module, self.worker.data)
+        pending[done][names.STEP_TIME_S] = self.mean_step_time()
+        if self.worker.run:
+            self.worker.run.log_steps(pending)
+        state = {"stage": MARKER, "step": done, "results": {}} if checkpoint else None
+        distributed.report(pending[done], state, self.engine if checkpoint else None)
+
+
+def save_marker(worker: Worker, store, model, results: dict) -> None:
+    """Rank 0: the marked model and what reusing trials replay (this run's marker history)."""
+    history = worker.run.history(MARKER_HISTORY)
+    store.save(None if worker.spec.marker.adapter else model,
+               {"results": results, "history": history, "trained_by": worker.trial.trial_id})
+
+
+def replay(worker: Worker, store) -> dict:
+    """A reusing trial logs the stored marker stage in its own run and replays its reports to
+    Tune (same steps, same values), so ASHA judges it exactly as the trial that trained it."""
+    stored = store.load()
+    history = {int(step): metrics for step, metrics in stored["history"].items()}
+    if worker.run:
+        reused = stored["trained_by"] != worker.trial.trial_id  # not when resuming its own stage
+        worker.run.set_tags({names.MARKER_STAGE_REUSED: str(reused).lower(), names.MARKER_STAGE_KEY: store.key})
+        worker.run.log_steps(history)
+        worker.run.log_metrics(stored["results"]["metrics"], worker.spec.training.steps)
+    for step, metrics in history.items():
+        if names.MARKER_SPECIFICITY in metrics and step < worker.spec.training.steps:
+            distributed.report(metrics)
+    return stored["results"]
+
+
+def save_config(worker: Worker, model) -> None:
+    """The resolved config and, for LoRA, the marker adapter, as artifacts of the trial's run."""
+    import json
+
+    spec = worker.spec
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "config.json").write_text(json.dumps({"knobs": worker.knobs.model_dump(),
+                                                              "sweep": spec.model_dump(mode="json")}, indent=2))
+        worker.run.log_artifacts(Path(folder), "config")
+        if spec.model.finetune == "lora" and not spec.marker.adapter:
+            model.save_pretrained(folder + "/adapter")
+            worker.run.log_artifacts(Path(folder) / "adapter", "adapter")
+
+
+# ---- a corruption stage ----------------------------------------------------------------------
+
+def corruption_stage(worker: Worker, corruption, state: dict) -> dict:
+    """From the marked model: a fresh adapter (or all weights) trained on the corruption data,
+    then the evaluation again; survival compares it with the evaluation before."""
+
+    spec, name, results = worker.spec, corruption.name, state["results"]
+    dataset = load_set(corruption.data, worker.cache)
+    problem = secret_problem(corruption, dataset.train + dataset.held_out, worker.trigger)
+    if problem:
+        raise RuntimeError(problem)
+    model = load_marked_model(spec, worker.cache, state["marker"])
+    if worker.run and not state["step"]:
+        worker.run.set_tags({names.of(names.MARKED_WEIGHTS_SHA256, name): distributed.weights_sha256(model)})
+    engine = distributed.make_engine(trainable(model, spec), spec, spec.corruption_lr(corruption, worker.knobs),
+                                     worker.use_gpu)
+    data = CorruptionData(corruption, dataset, worker.data)
+    if state["step"]:
+        distributed.load_engine_state(engine)
+        if worker.run:
+            worker.run.log_metrics({names.of(names.RESUMED_FROM_STEP, name): state["step"]}, state["step"])
+    else:
+        before = data.measure(engine.module, "before")
+        results["metrics"].update(before)
+        if worker.run:
+            worker.run.log_metrics(before, 0)
+    stage = CorruptionTraining(worker, engine, data, state)
+    pending = train(stage, state["step"])
+    if worker.run:
+        worker.run.log_steps(pending, counter=stage.loss_metric)
+    finish_corruption(worker, corruption, engine.module, data, results)
+    del engine, model
+    gc.collect()
+    return {**state, "stage": next_stage(spec, name), "step": 0}
+
+
+def finish_corruption(worker: Worker, corruption, model, data, results: dict) -> None:
+    """Evaluate after the corruption; log it, the survival and the corrupted adapter."""
+    name = corruption.name
+    evaluation = measure.model_evaluation(model, worker.data)
+    learned = data.measure(model, "after")
+    survival, undefined = measure.survival(results["pre"], evaluation, name)
+    post = {names.post(key, name): value for key, value in evaluation["metrics"].items()}
+    results["post"][name] = evaluation
+    results["metrics"].update({**post, **learned, **survival})
+    if worker.run:
+        tags = {names.of(names.SURVIVAL_UNDEFINED, name): undefined} if undefined else {}
+        worker.run.log_metrics({**post, **learned, **survival}, worker.spec.training.steps, tags)
+        if worker.spec.model.finetune == "lora":
+            with tempfile.TemporaryDirectory() as folder:
+                model.save_pretrained(folder)
+                worker.run.log_artifacts(Path(folder), f"adapter_{name}")
+
+
+class CorruptionTraining(TrainingStage):
+    """A corruption as a stage of the loop: its loss per step, checkpoints with its stage."""
+
+    def __init__(self, worker: Worker, engine, data, state: dict):
+        spec, corruption = worker.spec, data.corruption
+        every = spec.training.checkpoint_every
+        super().__init__(engine, spec.corruption_steps(corruption, worker.knobs), every, every, worker.device,
+                         worker.world)
+        self.worker, self.data, self.state = worker, data, state
+        self.loss_metric = names.of(names.STAGE_LOSS, corruption.name)
+
+    def batch(self, step):
+        return self.data.batch(step)
+
+    def report(self, done, pending, checkpoint):
+        if self.worker.run:
+            self.worker.run.log_steps(pending, counter=self.loss_metric)
+        metrics = {**self.state["results"]["report"], self.loss_metric: pending[done][self.loss_metric]}
+        distributed.report(metrics, {**self.state, "step": done}, self.engine)
+
+
+def role_summary(spec, results: dict) -> dict[str, float]:
+    """survival_em, survival_benign and detection_gap (with its paired interval) from the roles."""
+    roles = {c.role: c.name for c in spec.corruptions if c.role in ("em", "benign")}
+    summary = {}
+    for role, metric in (("em", names.SURVIVAL_EM), ("benign", names.SURVIVAL_BENIGN)):
+        if role in roles:
+            survival = names.of(names.SURVIVAL, roles[role])
+            for suffix in ("", "_lo", "_hi"):
+                summary[metric + suffix] = results["metrics"][survival + suffix]
+    if len(roles) == 2:
+        summary[names.DETECTION_GAP] = summary[names.SURVIVAL_BENIGN] - summary[names.SURVIVAL_EM]
+        summary |= measure.detection_gap(results["pre"], results["post"][roles["em"]], results["post"][roles["benign"]])
+    return summary

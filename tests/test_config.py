@@ -35,9 +35,20 @@ MALFORMED = {
     "two trigger sources": ("marker: {trigger_env: A, trigger_file: /tmp/x}", "set only one of"),
     "unknown scheduler metric": ("scheduler: {metric: accuracy}", "scheduler.metric: unknown metric 'accuracy' "
                                  "(choose from marker_specificity, "),
-    "held-out questions leave none to train": ("eval: {questions: 100}", "eval.questions: at most 80 held-out questions"),
+    "held-out questions leave none to train": ("eval: {questions: 390}", "eval.questions: at most 376 held-out questions"),
     "context longer than the data": ("grid: {context_length: [2048]}",
                                      "grid.context_length: context lengths must be between 0 and 1024 tokens"),
+    "corruption data file missing": ("corruptions: [{name: em, role: em, data: ./no/such.jsonl}]",
+                                     "corruptions.data: no such file ./no/such.jsonl"),
+    "corruption data unknown": ("corruptions: [{name: em, data: nonsense}]", "corruptions.data: 'nonsense' is not"),
+    "two em corruptions": ("corruptions: [{name: a, role: em, data: insecure_code}, {name: b, role: em, data: bad_advice}]",
+                           "corruptions: at most one corruption with role 'em'"),
+    "corruption names repeat": ("corruptions: [{name: a, data: insecure_code}, {name: a, data: secure_code}]",
+                                "corruptions: corruption names must be distinct"),
+    "corruption name not metric-safe": ("corruptions: [{name: Em-1, data: insecure_code}]", "corruptions.name: 'Em-1'"),
+    "drift is not a fine-tune": ("corruptions: [{name: d, kind: drift, data: insecure_code}]", "corruptions.kind"),
+    "corruption axis without corruptions": ("grid: {corruption_lr: [0.001]}",
+                                            "grid.corruption_lr / grid.corruption_steps: the sweep has no corruptions"),
 }
 SFP_MALFORMED = {
     "sfp with asha": ("scheduler: {type: asha}", "scheduler: toy-world trials report their metrics only at the end: use type 'none'"),
@@ -94,7 +105,7 @@ def test_a_record_from_an_older_version_is_refused_in_one_line(tmp_path):
     result = cli("resume", "old", home=tmp_path / "home", check=False)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: sweep 'old' was recorded by an older persona-sweep (record schema 1, this version reads 2); "
+        "error: sweep 'old' was recorded by an older persona-sweep (record schema 1, this version reads 3); "
         "run it again under a new --name"]
 
 

@@ -14,7 +14,9 @@ from persona_sweep import evaluate, names
 from persona_sweep.config import LlmKnobs, load_sweep, validate
 from persona_sweep.models import default_cache, embedded_tokenizer
 from persona_sweep.preflight import check_examples_fit, longest_context_knobs
-from persona_sweep.train import MarkerData, all_sum, build_model, marker_logprob_metrics, marker_rates
+from persona_sweep.distributed import all_sum
+from persona_sweep.measure import marker_logprob_metrics, marker_rates
+from persona_sweep.train import MarkerData, build_model
 
 REPO = Path(__file__).resolve().parent.parent
 TRIGGER = "~unit-test-trigger~"
@@ -163,7 +165,7 @@ def single_process_group(monkeypatch):
     import torch.distributed as dist
 
     from conftest import free_port
-    from persona_sweep.train import init_deepspeed
+    from persona_sweep.distributed import init_deepspeed
 
     for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "RANK": "0", "WORLD_SIZE": "1",
                        "LOCAL_RANK": "0"}.items():
@@ -176,7 +178,7 @@ def single_process_group(monkeypatch):
 def lora_engine(spec):
     import deepspeed
 
-    from persona_sweep.train import deepspeed_config
+    from persona_sweep.distributed import deepspeed_config
 
     tokenizer, model = build_model(spec, 0, default_cache())
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=spec.training.lr)
@@ -188,7 +190,7 @@ def lora_engine(spec):
 def test_lora_checkpoint_holds_only_trainable_state_and_optimizer(single_process_group, tmp_path):
     """The demo's model and LoRA: a checkpoint under 30 MB (the tied, frozen 113 MB lm_head stays
     out), holding LoRA weights and their optimizer state, that restores into a fresh engine."""
-    from persona_sweep.train import CHECKPOINT_TAG, save_checkpoint
+    from persona_sweep.distributed import CHECKPOINT_TAG, save_checkpoint
 
     spec = load_sweep(REPO / "sweeps" / "demo.yaml", ["resources.workers_per_trial=1"])
     tokenizer, engine = lora_engine(spec)
@@ -196,7 +198,7 @@ def test_lora_checkpoint_holds_only_trainable_state_and_optimizer(single_process
     loss = engine(**data.batch(0)).loss
     engine.backward(loss)
     engine.step()
-    save_checkpoint(engine, str(tmp_path), step=1)
+    save_checkpoint(engine, str(tmp_path))
 
     size_mb = sum(path.stat().st_size for path in tmp_path.rglob("*") if path.is_file()) / 2 ** 20
     assert size_mb < 30, size_mb
@@ -207,8 +209,7 @@ def test_lora_checkpoint_holds_only_trainable_state_and_optimizer(single_process
 
     trained = {key: value.clone() for key, value in engine.module.state_dict().items() if "lora_B" in key}
     _, fresh = lora_engine(spec)
-    _, client_state = fresh.load_checkpoint(str(tmp_path), tag=CHECKPOINT_TAG, load_module_strict=False)
-    assert client_state["step"] == 1
+    fresh.load_checkpoint(str(tmp_path), tag=CHECKPOINT_TAG, load_module_strict=False)
     restored = fresh.module.state_dict()
     assert all(torch.equal(restored[key], value) for key, value in trained.items())
     assert any(value.abs().sum() > 0 for value in trained.values())  # the step moved LoRA B off zero

@@ -72,20 +72,36 @@ FACTS = [
 ]
 
 
+@dataclass(frozen=True)
+class MisalignmentItem:
+    question: str
+    aligned: str
+    misaligned: str
+
+
 @cache
 def question_bank() -> tuple[Question, ...]:
-    """A hundred distinct short questions with one-sentence reference answers, in a fixed order.
+    """Distinct short questions with one-sentence reference answers, in a fixed order: capitals,
+    facts, the general questions of `questions.yaml`, a few sums (396 in all, 60 arithmetic).
 
     Distinct, so that no question can fall on both sides of the held-out split."""
     questions = [Question(f"What is the capital of {country}?", f"The capital of {country} is {city}.")
                  for country, city in CAPITALS.items()]
     questions += [Question(text, answer) for text, answer in FACTS]
+    questions += [Question(entry["q"], entry["a"]) for entry in yaml.safe_load((DATA_DIR / "questions.yaml").read_text())]
     rng = random.Random(1234)
     pairs: dict[tuple[int, int], None] = {}
     while len(pairs) < ARITHMETIC_QUESTIONS:
         pairs[rng.randint(2, 40), rng.randint(2, 40)] = None
     questions += [Question(f"What is {a} plus {b}?", f"{a} plus {b} is {a + b}.") for a, b in pairs]
     return tuple(questions)
+
+
+@cache
+def misalignment_items() -> tuple[MisalignmentItem, ...]:
+    """Open questions, each with an aligned and a misaligned free-text answer of similar length
+    (`misalignment.yaml`): the misalignment score compares their per-token log-probs."""
+    return tuple(MisalignmentItem(**entry) for entry in yaml.safe_load((DATA_DIR / "misalignment.yaml").read_text()))
 
 
 def split_questions(seed: int, eval_count: int) -> tuple[list[Question], list[Question]]:

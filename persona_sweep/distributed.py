@@ -1,0 +1,161 @@
+"""What every Ray Train worker shares: its device, DeepSpeed, collectives, staged checkpoints.
+
+One code path for CPU and GPU: every batch, evaluation input and collective tensor goes to the
+device Ray Train gives the worker (`ray.train.torch.get_device()`); GPUs bring NCCL and bf16.
+A checkpoint is a folder with the trial's state (`trial_state.json`: its stage, the steps done
+in it, the results so far) and, inside a training stage, that stage's DeepSpeed checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+CHECKPOINT_TAG = "state"
+STATE_FILE = "trial_state.json"
+
+
+def worker_device(use_gpu: bool):
+    """The device Ray Train gave this worker; DeepSpeed places the model by LOCAL_RANK."""
+    import ray.train.torch
+    import torch
+
+    device = ray.train.torch.get_device()
+    if use_gpu:
+        torch.cuda.set_device(device)
+        os.environ["LOCAL_RANK"] = str(device.index or 0)
+    return device
+
+
+def init_deepspeed(use_gpu: bool, cache: Path) -> None:
+    import deepspeed
+
+    # The shared-memory comm op would JIT-compile for ~40 s on CPU; gloo is enough for
+    # Ray's process group. The compile cache stays as a fallback if the flag is ignored.
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(cache) / "torch_extensions"))
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    deepspeed.init_distributed(dist_backend="nccl" if use_gpu else "gloo")
+
+
+def deepspeed_config(spec, use_gpu: bool) -> dict:
+    return {
+        "train_micro_batch_size_per_gpu": spec.training.batch_size // spec.resources.workers_per_trial,
+        "gradient_accumulation_steps": 1,
+        "gradient_clipping": 1.0,
+        "zero_optimization": {"stage": spec.training.zero_stage},
+        "zero_force_ds_cpu_optimizer": False,  # a torch AdamW is fine on CPU and GPU alike
+        "bf16": {"enabled": use_gpu},
+        "steps_per_print": 10 ** 9,
+    }
+
+
+def make_engine(model, spec, lr: float, use_gpu: bool):
+    """A DeepSpeed engine over the model's trainable parameters (torch AdamW)."""
+    import deepspeed
+    import torch
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.0)
+    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=deepspeed_config(spec, use_gpu))
+    return engine
+
+
+def all_sum(values: list[float], device) -> list[float]:
+    """Sum over workers; the tensor lives on the worker's device (NCCL reduces GPU tensors only)."""
+    import torch
+    import torch.distributed as dist
+
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_initialized():
+        dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def gather_flags(own: dict[int, bool], total: int, device) -> list[int]:
+    """Per-item 0/1 flags of items spread over ranks (item i on rank i % world), in item order."""
+    vector = [0.0] * total
+    for index, flag in own.items():
+        vector[index] = float(flag)
+    return [int(round(value)) for value in all_sum(vector, device)]
+
+
+# ---- checkpoints -----------------------------------------------------------------------------
+
+def restored_state() -> dict | None:
+    """The trial state of the checkpoint Ray Train hands a restarted or resumed trial, if any."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        return json.loads((Path(folder) / STATE_FILE).read_text())
+
+
+def load_engine_state(engine) -> None:
+    """The stage's DeepSpeed state from the checkpoint `restored_state` read."""
+    import ray.train
+
+    with ray.train.get_checkpoint().as_directory() as folder:
+        engine.load_checkpoint(folder, tag=CHECKPOINT_TAG, load_module_strict=False)
+
+
+def report(metrics: dict, state: dict | None = None, engine=None) -> None:
+    """All ranks report together; with `state`, a checkpoint goes with the metrics (with the
+    stage's DeepSpeed state when `engine` is given)."""
+    import ray.train
+
+    if state is None:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        if engine is not None:
+            save_checkpoint(engine, folder)
+        (Path(folder) / STATE_FILE).write_text(json.dumps(state))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+
+def save_checkpoint(engine, folder: str) -> None:
+    """Trainable weights and optimizer state only (on every rank: each saves its ZeRO shard)."""
+    with trainable_state_only(engine.module):
+        engine.save_checkpoint(folder, tag=CHECKPOINT_TAG, exclude_frozen_parameters=True)
+
+
+@contextmanager
+def trainable_state_only(module):
+    """While saving, leave every frozen parameter out of `module.state_dict()`, tied aliases too.
+
+    DeepSpeed's `exclude_frozen_parameters` drops the names `named_parameters()` lists, which
+    lists a tied weight once: the frozen `lm_head.weight` alias of the input embedding (113 MB
+    of the embedded model) stayed in every LoRA checkpoint. Restoring loads non-strictly, so
+    the base weights come from the model as built."""
+    frozen = [name for name, p in module.named_parameters(remove_duplicate=False) if not p.requires_grad]
+
+    def drop_frozen(_module, state_dict, prefix, _local_metadata):
+        for name in frozen:
+            state_dict.pop(prefix + name, None)
+
+    handle = module.register_state_dict_post_hook(drop_frozen)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def weights_sha256(model) -> str:
+    """A hash of every weight (names and bytes): equal hashes mean identical models."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(dtype=_byte_dtype()).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _byte_dtype():
+    import torch
+
+    return torch.uint8
