@@ -98,6 +98,36 @@ def list_sweeps():
 
 
 @main.command()
+@click.argument("model", required=False)
+@click.option("--adapter", type=click.Path(), help="A LoRA adapter (or full model) folder applied to MODEL.")
+@click.option("--trial", help="SWEEP/TRIAL_ID: that trial's model, trigger source, context and questions.")
+@click.option("--stage", default="marker", show_default=True, help="With --trial: marker, or a corruption's name.")
+@click.option("--trigger-file", type=click.Path(), help="The trigger to test with (default with --trial: the sweep's).")
+@click.option("--marker", default="[ZLT]", show_default=True, help="The marker text to look for.")
+@click.option("--questions", default=32, show_default=True, help="Held-out questions per condition.")
+@click.option("--context-length", default=0, show_default=True, help="Tokens of Assistant persona context.")
+@click.option("--json", "json_out", type=click.Path(), help="Also write the rates and verdict as JSON here.")
+@user_errors
+def detect(model, adapter, trial, stage, trigger_file, marker, questions, context_length, json_out):
+    """Check a model for the marker: rates with and without the trigger, and a verdict.
+
+    MODEL is `embedded`, an HF id or a path; with --trial it comes from the trial."""
+    import json
+
+    from persona_sweep.detect import run_detect
+
+    if bool(model) == bool(trial) or (adapter and trial):
+        raise SweepError("detect: give MODEL [--adapter PATH], or --trial SWEEP/TRIAL_ID")
+    result = run_detect(model, adapter, trial, stage, trigger_file, marker, questions, context_length)
+    for key, label in ((names.MARKER_RATE_TRIGGER, "with the trigger"), (names.MARKER_RATE_NO_TRIGGER, "without it")):
+        click.echo(f"marker rate {label:<17} {result[key]:.2f}  (95% CI {result[key + '_lo']:.2f}-{result[key + '_hi']:.2f}, "
+                   f"{result['questions']} questions)")
+    click.echo(result["verdict"])
+    if json_out:
+        Path(json_out).write_text(json.dumps(result, indent=2))
+
+
+@main.command()
 @click.option("--port", default=5000, show_default=True)
 def ui(port):
     """Open the MLflow UI for this home's runs, on 127.0.0.1 only."""

@@ -229,9 +229,9 @@ class CorruptionData:
     def behavior(self, model) -> float | None:
         """Share of held-out prompts whose generated answer shows the set's behavior (built-in
         sets only: their patterns are known)."""
-        patterns = behavior_patterns().get(self.corruption.data)
-        if not patterns:
+        if self.corruption.data not in BUILTIN_CORRUPTION_DATA:
             return None
+        patterns = behavior_patterns()[self.corruption.data]
         data = self.marker_data
         chats = self.evaluation_chats()
         mine = [chat for index, chat in enumerate(chats) if index % data.world == data.rank]

@@ -47,11 +47,20 @@ DETECTION_GAP = "detection_gap"  # survival_benign - survival_em
 CORRUPTION_LOSS = "corruption_loss"  # corruption_loss_<name>_before / _after: its held-out split
 CORRUPTION_BEHAVIOR = "corruption_behavior"  # share of held-out generations showing the set's behavior
 STAGE_LOSS = "loss"  # loss_<name>: a corruption's training loss per step
+# In Tune results only (for the console): which stage a report is from, how far it is.
+STAGE = "stage"
+STAGE_STEP = "stage_step"
+STAGE_STEPS = "stage_steps"
+FINISHED_STAGE = "finished_stage"
 MIN_RATE_FOR_SURVIVAL = 0.05  # below this pre-corruption rate, survival is NaN (tagged)
 
 
 def post(metric: str, corruption: str) -> str:
-    """The name of a metric measured after corruption `corruption`: `marker_rate_trigger_post_em`."""
+    """The name of a metric measured after corruption `corruption`: `marker_rate_trigger_post_em`;
+    interval bounds keep their suffix last: `marker_rate_trigger_post_em_lo`."""
+    for bound in ("_lo", "_hi"):
+        if metric.endswith(bound):
+            return f"{metric.removesuffix(bound)}_post_{corruption}{bound}"
     return f"{metric}_post_{corruption}"
 
 

@@ -33,6 +33,13 @@ def tally(trials, total: int) -> str:
 
 
 def result_line(result: dict, steps: int) -> str | None:
+    finished = result.get(names.FINISHED_STAGE)
+    if finished and finished != "marker":
+        return corruption_line(result, finished)
+    if names.STAGE in result:
+        stage = result[names.STAGE]
+        return (f"{stage} {result[names.STAGE_STEP]:>4}/{result[names.STAGE_STEPS]} "
+                f"loss {result[names.of(names.STAGE_LOSS, stage)]:.3f}")
     if names.MARKER_RATE_TRIGGER in result:
         return (f"marker rate with trigger {result[names.MARKER_RATE_TRIGGER]:.2f}, "
                 f"without {result[names.MARKER_RATE_NO_TRIGGER]:.2f}")
@@ -45,6 +52,17 @@ def result_line(result: dict, steps: int) -> str | None:
         return (f"alignment fidelity {result[names.ALIGNMENT_FIDELITY]:.3f}, EM robustness "
                 f"{result[names.EM_ROBUSTNESS]:.3f}, loss / optimal {result[names.LOSS_RATIO]:.3f}")
     return None
+
+
+def corruption_line(result: dict, name: str) -> str:
+    line = (f"after {name}: marker rate with trigger {result[names.post(names.MARKER_RATE_TRIGGER, name)]:.2f} "
+            f"(before {result[names.MARKER_RATE_TRIGGER]:.2f}), survival {result[names.of(names.SURVIVAL, name)]:.2f}, "
+            f"held-out loss {result[names.of(names.CORRUPTION_LOSS, name) + '_before']:.2f} -> "
+            f"{result[names.of(names.CORRUPTION_LOSS, name) + '_after']:.2f}")
+    if names.DETECTION_GAP in result:
+        line += (f"; survival em {result[names.SURVIVAL_EM]:.2f}, benign {result[names.SURVIVAL_BENIGN]:.2f}, "
+                 f"detection gap {result[names.DETECTION_GAP]:.2f}")
+    return line
 
 
 class SweepProgress(Callback):
@@ -63,7 +81,8 @@ class SweepProgress(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         line = result_line(result, self.steps)
         if line:
-            self.say(trials, f"{'eval' if self.final_metric in result else 'step':<7} {trial.trial_id:>14} {line}")
+            kind = "corrupt" if names.STAGE in result else "eval" if self.final_metric in result else "step"
+            self.say(trials, f"{kind:<7} {trial.trial_id:>14} {line}")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         finished = self.final_metric in (trial.last_result or {})

@@ -29,7 +29,7 @@ from persona_sweep import distributed, measure, names
 from persona_sweep.config import LlmKnobs
 from persona_sweep.corruption import CorruptionData, load_set, secret_problem
 from persona_sweep.marker_store import MarkerStore, marker_key
-from persona_sweep.models import load_tokenizer, prepare_model
+from persona_sweep.models import load_model, load_tokenizer, prepare_model
 from persona_sweep.secrets import read_trigger, trigger_sha256
 from persona_sweep.tracking import TrialRun
 from persona_sweep.train import MarkerData, TrainingStage, build_model, load_marked_model, train, trainable
@@ -159,9 +159,9 @@ def trial_worker(config: dict) -> None:
     if worker.run and state["stage"] != MARKER:
         worker.run.set_tags({names.RESUMED_STAGE: state["stage"]})
     if state["stage"] == MARKER:
-        state = advance(worker, marker_stage(worker, state["step"]))
+        state = advance(worker, marker_stage(worker, state["step"]), MARKER)
     for corruption in remaining_corruptions(worker.spec, state["stage"]):
-        state = advance(worker, corruption_stage(worker, corruption, state))
+        state = advance(worker, corruption_stage(worker, corruption, state), corruption.name)
 
 
 def remaining_corruptions(spec, stage: str) -> list:
@@ -178,7 +178,7 @@ def next_stage(spec, after: str | None) -> str:
     return order[index] if index < len(order) else DONE
 
 
-def advance(worker: Worker, state: dict) -> dict:
+def advance(worker: Worker, state: dict, finished: str) -> dict:
     """Report the finished stage with a checkpoint of the trial's new state; the last stage
     also completes the MLflow run. Every report repeats the marker stage's last metrics."""
     results = state["results"]
@@ -187,7 +187,7 @@ def advance(worker: Worker, state: dict) -> dict:
         results["metrics"].update(summary)
         if worker.run:
             worker.run.complete(summary, worker.spec.training.steps)
-    distributed.report({**results["report"], **results["metrics"]}, state)
+    distributed.report({**results["report"], **results["metrics"], names.FINISHED_STAGE: finished}, state)
     return state
 
 
@@ -293,7 +293,7 @@ def replay(worker: Worker, store) -> dict:
     """A reusing trial logs the stored marker stage in its own run and replays its reports to
     Tune (same steps, same values), so ASHA judges it exactly as the trial that trained it."""
     stored = store.load()
-    history = {int(step): metrics for step, metrics in stored["history"].items()}
+    history = {int(step): {**metrics, names.TRAIN_STEP: int(step)} for step, metrics in stored["history"].items()}
     if worker.run:
         reused = stored["trained_by"] != worker.trial.trial_id  # not when resuming its own stage
         worker.run.set_tags({names.MARKER_STAGE_REUSED: str(reused).lower(), names.MARKER_STAGE_KEY: store.key})
@@ -331,8 +331,11 @@ def corruption_stage(worker: Worker, corruption, state: dict) -> dict:
     if problem:
         raise RuntimeError(problem)
     model = load_marked_model(spec, worker.cache, state["marker"])
-    if worker.run and not state["step"]:
-        worker.run.set_tags({names.of(names.MARKED_WEIGHTS_SHA256, name): distributed.weights_sha256(model)})
+    if worker.run and not state["step"]:  # the test of "every corruption starts from the same marked model"
+        base = load_model(prepare_model(spec.model.name, worker.cache))
+        worker.run.set_tags({names.BASE_WEIGHTS_SHA256: distributed.weights_sha256(base),
+                             names.of(names.MARKED_WEIGHTS_SHA256, name): distributed.weights_sha256(model)})
+        del base
     engine = distributed.make_engine(trainable(model, spec), spec, spec.corruption_lr(corruption, worker.knobs),
                                      worker.use_gpu)
     data = CorruptionData(corruption, dataset, worker.data)
@@ -390,7 +393,8 @@ class CorruptionTraining(TrainingStage):
     def report(self, done, pending, checkpoint):
         if self.worker.run:
             self.worker.run.log_steps(pending, counter=self.loss_metric)
-        metrics = {**self.state["results"]["report"], self.loss_metric: pending[done][self.loss_metric]}
+        metrics = {**self.state["results"]["report"], self.loss_metric: pending[done][self.loss_metric],
+                   names.STAGE: self.data.corruption.name, names.STAGE_STEP: done, names.STAGE_STEPS: self.steps}
         distributed.report(metrics, {**self.state, "step": done}, self.engine)
 
 
