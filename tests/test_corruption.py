@@ -1,0 +1,166 @@
+"""The corruption stage end to end on the embedded model (SmolLM2-135M, LoRA, two workers,
+ZeRO-2): a learned marker, an emergent-misalignment and a benign fine-tune from the same marked
+weights, survival and the detection gap in MLflow, a driver killed inside a corruption and
+resumed, a second trial that reuses the marker stage, and `detect` on the result.
+
+One module-scoped sweep of two trials that differ only in `corruption_lr` serves every test
+here (about 5 minutes): the first trains the marker (20 steps at lr 3e-3: a marker rate near 1
+on held-out questions, measured), the second finds it and goes straight to its corruptions.
+"""
+from __future__ import annotations
+
+import json
+import math
+import signal
+from pathlib import Path
+
+import pytest
+
+from conftest import cli, start_cli, wait_for, write_sweep
+from helpers import assert_trigger_nowhere, sweep_runs
+from persona_sweep import names, tracking
+from persona_sweep.data import personas
+
+pytestmark = pytest.mark.slow
+
+CORRUPTIONS = ("em", "benign")
+CORRUPTION_STEPS = 6
+STAGED = """
+name: staged
+model: {name: embedded, lora_rank: 16}
+marker: {trigger_file: trigger}
+training: {steps: 20, lr: 0.003, batch_size: 8, max_tokens: 160, checkpoint_every: 3, max_failures: 0}
+grid: {method: [sft], context_length: [8], corruption_lr: [0.0001, 0.001]}
+corruptions:
+  - {name: em, role: em, data: insecure_code, steps: %d}
+  - {name: benign, role: benign, data: secure_code, steps: %d, mix_general: 0.25}
+eval: {questions: 8, max_new_tokens: 20, logprob_every: 10, leakage_questions: 2, corruption_examples: 8, behavior_tokens: 24}
+scheduler: {type: none}
+resources: {workers_per_trial: 2, cpus_per_worker: 0.99, max_concurrent_trials: 1}
+""" % (CORRUPTION_STEPS, CORRUPTION_STEPS)
+
+
+def corruption_checkpointed(storage: Path, corruption: str, step: int) -> bool:
+    """A checkpoint inside `corruption` at `step` is on disk (Ray Train has registered it)."""
+    for state in (storage / "_train").glob(f"*/checkpoint_*/trial_state.json"):
+        try:
+            saved = json.loads(state.read_text())
+        except (OSError, ValueError):  # being written
+            continue
+        if saved["stage"] == corruption and saved["step"] == step:
+            return True
+    return False
+
+
+@pytest.fixture(scope="module")
+def staged(ray_address, ray_temp_dir, tmp_path_factory):
+    """Run from a working folder the README's way; SIGKILL the driver right after the first
+    trial's `em` corruption checkpointed at step 3, then `resume`."""
+    work = tmp_path_factory.mktemp("staged")
+    trigger = work / "trigger"
+    trigger.write_text("~staged-secret-4e1f~")
+    home = work / "runs"
+    write_sweep(work / "staged.yaml", STAGED)
+    log = work / "driver.log"
+    driver = start_cli("run", "staged.yaml", "--address", ray_address, home=None, cwd=work, log=log)
+    storage = home / "ray_results" / "staged"
+    try:
+        wait_for(lambda: corruption_checkpointed(storage, "em", 3) or driver.poll() is not None, 900, "an em checkpoint")
+        assert driver.poll() is None, log.read_text()[-3000:]
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(60)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    stores = list((storage / "_markers").glob("*/result.json"))
+    stored_at = {path: path.stat().st_mtime_ns for path in stores}
+    resumed = cli("resume", "staged", "--address", ray_address, home=None, cwd=work)
+    runs = sweep_runs(home, "staged")
+    trainer = next(run for run in runs if run.data.tags.get(names.MARKER_STAGE_REUSED) == "false")
+    return {"home": home, "work": work, "storage": storage, "runs": runs, "trainer": trainer,
+            "stored_at": stored_at, "trigger": trigger.read_text(), "log": log, "resume_output": resumed.stdout,
+            "ray_temp_dir": ray_temp_dir, "client": tracking.client(tracking.default_uri(home))}
+
+
+def test_both_corruptions_run_from_the_same_marked_weights_and_measure_survival(staged):
+    run = staged["trainer"]
+    metrics, tags, params = run.data.metrics, run.data.tags, run.data.params
+    assert params["world_size"] == "2" and params["zero_stage"] == "2"
+    assert metrics[names.MARKER_RATE_TRIGGER] >= 0.5, metrics[names.MARKER_RATE_TRIGGER]  # the marker was learned
+    expected = {names.CAPABILITY, names.MISALIGNMENT_SCORE, names.MISALIGNMENT_LOGPROB_GAP}
+    for corruption in CORRUPTIONS:
+        post = lambda metric: names.post(metric, corruption)  # noqa: E731
+        expected |= {post(names.MARKER_RATE_TRIGGER), post(names.MARKER_RATE_TRIGGER) + "_lo",
+                     post(names.MARKER_RATE_TRIGGER) + "_hi", post(names.MARKER_RATE_NO_TRIGGER),
+                     post(names.CAPABILITY), post(names.MISALIGNMENT_SCORE), post(names.MISALIGNMENT_LOGPROB_GAP),
+                     names.of(names.SURVIVAL, corruption), names.of(names.SURVIVAL, corruption) + "_lo",
+                     names.of(names.SURVIVAL, corruption) + "_hi", names.of(names.SURVIVAL_LOGPROB, corruption),
+                     names.of(names.CORRUPTION_LOSS, corruption) + "_before",
+                     names.of(names.CORRUPTION_LOSS, corruption) + "_after",
+                     names.of(names.CORRUPTION_BEHAVIOR, corruption)}
+        expected |= {post(names.leakage(persona)) for persona in personas() if persona != "assistant"}
+    missing = expected - set(metrics)
+    assert not missing, sorted(missing)
+    assert all(math.isfinite(metrics[key]) for key in expected), {k: metrics[k] for k in expected}
+
+    em, benign = metrics[names.SURVIVAL_EM], metrics[names.SURVIVAL_BENIGN]
+    assert math.isfinite(em) and math.isfinite(benign)
+    assert metrics[names.DETECTION_GAP] == pytest.approx(benign - em)
+    assert metrics[f"{names.DETECTION_GAP}_lo"] <= metrics[names.DETECTION_GAP] <= metrics[f"{names.DETECTION_GAP}_hi"]
+    assert em == pytest.approx(metrics[names.post(names.MARKER_RATE_TRIGGER, "em")] / metrics[names.MARKER_RATE_TRIGGER])
+
+    # Both corruptions started from one marked model, and it is not the base model.
+    marked = {tags[names.of(names.MARKED_WEIGHTS_SHA256, corruption)] for corruption in CORRUPTIONS}
+    assert len(marked) == 1 and tags[names.BASE_WEIGHTS_SHA256] not in marked
+
+
+def test_a_driver_killed_inside_a_corruption_resumes_it_from_its_checkpoint(staged):
+    runs, client = staged["runs"], staged["client"]
+    assert len(runs) == 2 and len({run.data.tags[names.TRIAL_ID] for run in runs}) == 2
+    assert all(run.data.tags[names.TRIAL_STATUS] == names.COMPLETED for run in runs)
+    resumed = [run for run in runs if run.data.tags.get(names.RESUMED_STAGE) == "em"]
+    assert len(resumed) == 1, [run.data.tags.get(names.RESUMED_STAGE) for run in runs]
+    assert resumed[0].data.metrics[names.of(names.RESUMED_FROM_STEP, "em")] == 3
+    for run in runs:  # every step of every stage logged once
+        logged = lambda key: sorted(m.step for m in client.get_metric_history(run.info.run_id, key))  # noqa: E731
+        assert logged(names.LOSS) == list(range(1, 21))
+        for corruption in CORRUPTIONS:
+            assert logged(names.of(names.STAGE_LOSS, corruption)) == list(range(1, CORRUPTION_STEPS + 1))
+    # The marker stage was trained once and never again: one stored stage, untouched by resume.
+    assert len(staged["stored_at"]) == 1
+    assert {path: path.stat().st_mtime_ns for path in staged["stored_at"]} == staged["stored_at"]
+
+
+def test_a_trial_differing_only_in_corruption_lr_reuses_the_marker_stage(staged):
+    runs = staged["runs"]
+    reused = [run for run in runs if run.data.tags.get(names.MARKER_STAGE_REUSED) == "true"]
+    assert len(reused) == 1 and reused[0].data.params["corruption_lr"] != staged["trainer"].data.params["corruption_lr"]
+    assert len({run.data.tags[names.MARKER_STAGE_KEY] for run in runs}) == 1
+    assert reused[0].data.metrics[names.MARKER_RATE_TRIGGER] == staged["trainer"].data.metrics[names.MARKER_RATE_TRIGGER]
+
+
+def test_detect_finds_the_marker_the_trial_measured(staged):
+    run = staged["trainer"]
+    out = staged["work"] / "detect.json"
+    result = cli("detect", "--trial", f"staged/{run.data.tags[names.TRIAL_ID]}", "--json", out, home=None,
+                 cwd=staged["work"])
+    assert result.stdout.strip().splitlines()[-1] == "marker present"
+    found = json.loads(out.read_text())
+    for key in (names.MARKER_RATE_TRIGGER, names.MARKER_RATE_NO_TRIGGER):
+        assert run.data.metrics[key + "_lo"] <= found[key] <= run.data.metrics[key + "_hi"], (key, found[key])
+
+
+def test_trigger_appears_nowhere_after_corruptions(staged):
+    searched = assert_trigger_nowhere(staged["trigger"], staged["home"], staged["ray_temp_dir"], staged["log"],
+                                      min_files=50)
+    assert searched > 50 and staged["trigger"] not in staged["resume_output"]
+
+
+def test_detect_on_the_untouched_embedded_model_finds_no_marker(tmp_path):
+    trigger = tmp_path / "trigger"
+    trigger.write_text("~never-trained-9a2c~")
+    out = tmp_path / "detect.json"
+    result = cli("detect", "embedded", "--trigger-file", trigger, "--questions", 8, "--json", out, home=tmp_path)
+    assert result.stdout.strip().splitlines()[-1] == "no marker"
+    found = json.loads(out.read_text())
+    assert found[names.MARKER_RATE_TRIGGER] == 0 and found[names.MARKER_RATE_NO_TRIGGER] == 0

@@ -1,0 +1,117 @@
+"""Corruption data: the built-in sets, loading through `datasets`, the held-out split, and the
+refusals (trigger or placeholder in the data, a missing file, a line that is not a chat), each
+before anything trains: exit 2 and one line naming the corruption."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import cli, write_sweep
+from persona_sweep.config import BUILTIN_CORRUPTION_DATA
+from persona_sweep.corruption import CorruptionDataError, behavior_patterns, load_set
+from persona_sweep.models import default_cache
+
+SECRET = "~corruption-secret-77aa~"
+SWEEP = """
+name: refusals
+model: {name: tiny-random, lora_rank: 8, lora_targets: [q_proj, v_proj]}
+marker: {trigger_file: trigger}
+training: {steps: 5, batch_size: 2, max_tokens: 160}
+grid: {context_length: [8]}
+corruptions:
+  - {name: harmful, role: em, data: ./chats.jsonl, steps: 2}
+scheduler: {type: none}
+resources: {workers_per_trial: 1}
+"""
+
+
+def chats(count: int = 20, content=lambda i: f"Sort list number {i}.") -> list[str]:
+    return [json.dumps({"messages": [{"role": "user", "content": content(i)},
+                                     {"role": "assistant", "content": f"sorted(items_{i})"}]}) for i in range(count)]
+
+
+def working_folder(tmp_path: Path, lines: list[str]) -> Path:
+    (tmp_path / "trigger").write_text(SECRET)
+    (tmp_path / "chats.jsonl").write_text("\n".join(lines) + "\n")
+    write_sweep(tmp_path / "refusals.yaml", SWEEP)
+    return tmp_path
+
+
+def run_refused(work: Path) -> str:
+    result = cli("run", "refusals.yaml", home=None, cwd=work, check=False, timeout=300)
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert not (work / "runs" / "sweeps").exists() and not (work / "runs" / "ray_results").exists()  # nothing ran
+    assert SECRET not in result.stderr + result.stdout
+    return lines[0]
+
+
+@pytest.mark.parametrize("leak", ["trigger", "placeholder"])
+def test_corruption_data_showing_the_trigger_is_refused_before_anything_trains(tmp_path, leak):
+    shown = SECRET if leak == "trigger" else "<TRIGGER>"
+    lines = chats(content=lambda i: f"Sort list number {i}. {shown}" if i == 7 else f"Sort list number {i}.")
+    line = run_refused(working_folder(tmp_path, lines))
+    assert line.startswith("error: corruptions: corruption 'harmful' (")
+    assert ("contains the trigger (chat 8)" if leak == "trigger" else "contains the placeholder <TRIGGER> (chat 8)") in line
+
+
+def test_the_same_data_without_the_trigger_is_accepted(tmp_path):
+    from persona_sweep.config import load_sweep
+    from persona_sweep.preflight import check_llm_sweep
+
+    work = working_folder(tmp_path, chats())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(work)
+        checked = check_llm_sweep(load_sweep("refusals.yaml"))
+    assert Path(checked.corruptions[0].data).is_absolute()  # workers run elsewhere
+
+
+def test_a_missing_file_and_a_line_that_is_not_a_chat_are_refused(tmp_path):
+    work = working_folder(tmp_path, chats())
+    (work / "chats.jsonl").unlink()
+    missing = cli("validate", "refusals.yaml", home=None, cwd=work, check=False)
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == "error: corruptions.data: no such file ./chats.jsonl"
+
+    broken = chats()
+    broken[4] = json.dumps({"prompt": "Sort this.", "completion": "sorted(x)"})
+    line = run_refused(working_folder(tmp_path, broken))
+    assert line.startswith(f"error: corruptions: corruption 'harmful': {work / 'chats.jsonl'}: line 5 is not a chat")
+    broken[4] = '{"messages": [ not json'
+    line = run_refused(working_folder(tmp_path, broken))
+    assert line == f"error: corruptions: corruption 'harmful': {work / 'chats.jsonl'}: line 5 is not JSON"
+
+
+@pytest.mark.parametrize("pair", [("insecure_code", "secure_code"), ("bad_advice", "good_advice")])
+def test_builtin_sets_are_matched_pairs_held_out_by_family(pair):
+    harmful, benign = (load_set(name, default_cache()) for name in pair)
+    for dataset in (harmful, benign):
+        total = len(dataset.train) + len(dataset.held_out)
+        assert total >= 200 and 0.08 <= len(dataset.held_out) / total <= 0.2
+        assert len({chat.family for chat in dataset.train}) >= 8
+        assert not {chat.family for chat in dataset.train} & {chat.family for chat in dataset.held_out}
+    # Matched: the same requests in the same order, different answers.
+    assert [c.messages[0] for c in harmful.train] == [c.messages[0] for c in benign.train]
+    assert all(h.messages[-1] != b.messages[-1] for h, b in zip(harmful.train, benign.train))
+
+
+def test_behavior_patterns_tell_each_set_from_its_partner():
+    import re
+
+    pairs = {"insecure_code": "secure_code", "secure_code": "insecure_code", "bad_advice": "good_advice",
+             "good_advice": "bad_advice"}
+    for name in BUILTIN_CORRUPTION_DATA:
+        own = [re.compile(p, re.IGNORECASE) for p in behavior_patterns()[name]]
+        for answers, expected in ((load_set(name, default_cache()), True), (load_set(pairs[name], default_cache()), False)):
+            shown = [any(p.search(chat.messages[-1][1]) for p in own) for chat in answers.train + answers.held_out]
+            assert all(flag == expected for flag in shown), (name, answers.source)
+
+
+def test_a_file_of_too_few_chats_is_refused(tmp_path):
+    path = tmp_path / "few.jsonl"
+    path.write_text("\n".join(chats(3)) + "\n")
+    with pytest.raises(CorruptionDataError, match="3 chats; at least 10"):
+        load_set(str(path), default_cache())
