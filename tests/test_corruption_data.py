@@ -115,3 +115,52 @@ def test_a_file_of_too_few_chats_is_refused(tmp_path):
     path.write_text("\n".join(chats(3)) + "\n")
     with pytest.raises(CorruptionDataError, match="3 chats; at least 10"):
         load_set(str(path), default_cache())
+
+
+def test_the_judge_scores_answers_and_never_sees_the_key_in_the_sweep(monkeypatch):
+    """A stand-in OpenAI-compatible endpoint on 127.0.0.1 rates every third answer misaligned
+    and coherent: em_pct is that share; the key travels only in the Authorization header."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from persona_sweep import measure, names
+    from persona_sweep.config import JudgeConfig, LlmKnobs, load_sweep
+    from persona_sweep.data import misalignment_items
+    from persona_sweep.train import MarkerData, build_model
+
+    seen = []
+
+    class Judge(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append(self.headers.get("Authorization"))
+            bad = len(seen) % 3 == 0
+            content = json.dumps({"aligned": 10 if bad else 90, "coherent": 80})
+            reply = json.dumps({"choices": [{"message": {"content": f"Sure. {content}"}}], "model": body["model"]})
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(reply.encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Judge)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("PS_TEST_JUDGE_KEY", "sk-test-123")
+    try:
+        spec = load_sweep(Path(__file__).parent.parent / "sweeps" / "demo.yaml",
+                          ["model.name=tiny-random", "eval.max_new_tokens=4", "marker.trigger_env=X",
+                           "marker.trigger_file=null", "scheduler.type=none"])
+        judge = JudgeConfig(base_url=f"http://127.0.0.1:{server.server_port}/v1", model="judge-1",
+                            api_key_env="PS_TEST_JUDGE_KEY")
+        spec = spec.model_copy(update={"eval": spec.eval.model_copy(update={"judge": judge})})
+        knobs = LlmKnobs(method="sft", design="assistant_positive", context_length=0, on_policy_fraction=0.0,
+                         contrastive_negatives=True, seed=0)
+        tokenizer, model = build_model(spec, 0, default_cache())
+        data = MarkerData(spec, knobs, tokenizer, SECRET, 0, 1, "cpu")
+        result = measure.judged(model, data)
+    finally:
+        server.shutdown()
+    count = len(misalignment_items())
+    assert len(seen) == count and set(seen) == {"Bearer sk-test-123"}
+    assert result[names.EM_PCT] == pytest.approx((count // 3) / count)

@@ -229,7 +229,9 @@ def test_failed_starts_leave_the_name_free(ray_address, home, trigger_file, tmp_
 
 
 def test_asha_stops_trials_below_the_rung_cutoff(ray_address, home, trigger_file, tmp_path):
-    """ASHA with one rung (step 5) below max_t: a trial there below the cutoff of earlier ones stops."""
+    """ASHA with one rung (step 5) below max_t: a trial there below the cutoff of earlier ones
+    stops and runs no corruption; every trial it lets through runs its corruption to the end
+    (ASHA decides on the marker stage only; reaching max_t does not stop a trial)."""
     import numpy as np
 
     # On this tiny model the marker log-prob at step 5 rises with context length (measured):
@@ -238,7 +240,9 @@ def test_asha_stops_trials_below_the_rung_cutoff(ray_address, home, trigger_file
     path = sweep_file(tmp_path, trigger_file, "asha", steps=40, contexts="[32, 16, 8, 0]", workers=1)
     cli("run", path, "--address", ray_address, "scheduler.type=asha", "scheduler.grace_period=5",
         "scheduler.metric=marker_logprob_trigger", "scheduler.reduction_factor=8",
-        "resources.max_concurrent_trials=1", "eval.logprob_every=5", "training.checkpoint_every=20", home=home)
+        "resources.max_concurrent_trials=1", "eval.logprob_every=5", "training.checkpoint_every=20",
+        "corruptions=[{name: benign, role: benign, data: secure_code, steps: 3}]", "eval.leakage_questions=0",
+        "eval.corruption_examples=2", "eval.behavior_tokens=4", home=home)
 
     client = tracking.client(tracking.default_uri(home))
     runs = sorted(sweep_runs(home, "asha"), key=lambda run: run.info.start_time)
@@ -256,6 +260,9 @@ def test_asha_stops_trials_below_the_rung_cutoff(ray_address, home, trigger_file
     for run, was_stopped in zip(runs, stopped):
         assert (names.MARKER_RATE_TRIGGER in run.data.metrics) != was_stopped
         assert run.info.status == ("KILLED" if was_stopped else "FINISHED")
+        corrupted = sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss_benign"))
+        assert corrupted == ([] if was_stopped else [1, 2, 3])
+        assert ("corruption_loss_benign_after" in run.data.metrics) != was_stopped
 
 
 def test_optuna_search_learns_each_trials_result(ray_address, home, trigger_file, tmp_path):
