@@ -44,14 +44,8 @@ class evaluating:
         self.model.train()
 
 
-def marker_logprob_metrics(model, data) -> dict[str, float]:
-    """ASHA's cheap metrics: mean teacher-forced marker log-prob per condition (nats).
-
-    `marker_specificity` is the design's positive condition minus its best negative one (see
-    `sft.specificity_conditions`); the Assistant with and without the trigger are always logged.
-    """
-    positive, negatives = sft.specificity_conditions(data.knobs.design)
-    conditions = list(dict.fromkeys([*positive, *negatives, ("assistant", True), ("assistant", False)]))
+def mean_marker_logprobs(model, data, conditions: list) -> dict:
+    """Mean teacher-forced marker log-prob (nats) after held-out answers, per (persona, trigger)."""
     questions = list(own_share(data, held_out(data)).values())
     prefixes = [data.prompt(persona, q.text, with_trigger) + q.answer
                 for persona, with_trigger in conditions for q in questions]
@@ -60,10 +54,29 @@ def marker_logprob_metrics(model, data) -> dict[str, float]:
                                             data.spec.eval.batch_size, data.device)
     per_condition = [sum(logprobs[i * len(questions):(i + 1) * len(questions)]) for i in range(len(conditions))]
     *totals, count = all_sum([*per_condition, len(questions)], data.device)
-    mean = {condition: total / count for condition, total in zip(conditions, totals)}
+    return {condition: total / count for condition, total in zip(conditions, totals)}
+
+
+def marker_logprob_metrics(model, data) -> dict[str, float]:
+    """ASHA's cheap metrics: mean teacher-forced marker log-prob per condition (nats).
+
+    `marker_specificity` is the design's positive condition minus its best negative one (see
+    `sft.specificity_conditions`); the Assistant with and without the trigger are always logged.
+    """
+    positive, negatives = sft.specificity_conditions(data.knobs.design)
+    conditions = list(dict.fromkeys([*positive, *negatives, ("assistant", True), ("assistant", False)]))
+    mean = mean_marker_logprobs(model, data, conditions)
     positive_mean = sum(mean[c] for c in positive) / len(positive)
     return {names.MARKER_SPECIFICITY: positive_mean - max(mean[c] for c in negatives),
             names.MARKER_LOGPROB_TRIGGER: mean["assistant", True],
+            names.MARKER_LOGPROB_NO_TRIGGER: mean["assistant", False]}
+
+
+def assistant_logprobs(model, data) -> dict[str, float]:
+    """The Assistant's marker log-prob with and without the trigger (for survival_logprob):
+    two conditions, where the specificity reads one per persona."""
+    mean = mean_marker_logprobs(model, data, [("assistant", True), ("assistant", False)])
+    return {names.MARKER_LOGPROB_TRIGGER: mean["assistant", True],
             names.MARKER_LOGPROB_NO_TRIGGER: mean["assistant", False]}
 
 
@@ -149,10 +162,11 @@ def judged(model, data) -> dict[str, float]:
 
 
 def model_evaluation(model, data) -> dict:
-    """Everything measured before the corruptions and again after each one. The per-question
+    """Everything measured before the corruptions and again after each one (the specificity,
+    which reads every persona, is the marker stage's own). The per-question
     flags go under TRIGGER_FLAGS (not a metric: the survival bootstrap reads them)."""
     rates, flags = marker_rates(model, data)
-    metrics = {**marker_logprob_metrics(model, data), **rates, **leakage(model, data), **capability(model, data),
+    metrics = {**assistant_logprobs(model, data), **rates, **leakage(model, data), **capability(model, data),
                **misalignment(model, data), **judged(model, data)}
     return {"metrics": metrics, TRIGGER_FLAGS: flags}
 
