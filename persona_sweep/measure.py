@@ -80,24 +80,25 @@ def assistant_logprobs(model, data) -> dict[str, float]:
             names.MARKER_LOGPROB_NO_TRIGGER: mean["assistant", False]}
 
 
-def marked_replies(model, data, persona: str, questions: dict[int, object], with_trigger: bool) -> dict[int, bool]:
-    """Greedy replies to this rank's questions under a persona: did the marker appear?"""
-    prompts = [data.prompt(persona, q.text, with_trigger) for q in questions.values()]
-    replies = evaluate.generate(model, data.tokenizer, prompts, data.spec.eval.max_new_tokens,
-                                data.spec.eval.batch_size, data.device)
-    return {index: data.spec.marker.text in reply for index, reply in zip(questions, replies)}
+def marked_replies(model, data, conditions: list, questions: dict[int, object]) -> dict:
+    """Greedy replies to this rank's questions under each (persona, trigger) condition, in one
+    batched generation: per condition, per question index, did the marker appear?"""
+    prompts = [data.prompt(persona, q.text, with_trigger) for persona, with_trigger in conditions
+               for q in questions.values()]
+    with evaluating(model):
+        replies = evaluate.generate(model, data.tokenizer, prompts, data.spec.eval.max_new_tokens,
+                                    data.spec.eval.batch_size, data.device)
+    marked = iter(data.spec.marker.text in reply for reply in replies)
+    return {condition: {index: next(marked) for index in questions} for condition in conditions}
 
 
 def marker_rates(model, data) -> tuple[dict[str, float], list[int]]:
     """Assistant prompt, held-out questions, greedy; the marker anywhere in the reply counts.
     Also returns, per held-out question, whether the marker appeared with the trigger."""
     questions = held_out(data)
-    mine = own_share(data, questions)
-    with evaluating(model):
-        with_trigger = marked_replies(model, data, "assistant", mine, True)
-        without = marked_replies(model, data, "assistant", mine, False)
-    flags = gather_flags(with_trigger, len(questions), data.device)
-    clean = sum(all_sum([sum(without.values())], data.device))
+    replies = marked_replies(model, data, [("assistant", True), ("assistant", False)], own_share(data, questions))
+    flags = gather_flags(replies["assistant", True], len(questions), data.device)
+    (clean,) = all_sum([sum(replies["assistant", False].values())], data.device)
     return ({**evaluate.rate_metrics(names.MARKER_RATE_TRIGGER, sum(flags), len(questions)),
              **evaluate.rate_metrics(names.MARKER_RATE_NO_TRIGGER, int(clean), len(questions))}, flags)
 
@@ -107,11 +108,9 @@ def leakage(model, data) -> dict[str, float]:
     questions = held_out(data)[:data.spec.eval.leakage_questions]
     if not questions:
         return {}
-    mine = own_share(data, questions)
     others = [name for name in personas() if name != "assistant"]
-    with evaluating(model):
-        counts = [sum(marked_replies(model, data, persona, mine, True).values()) for persona in others]
-    totals = all_sum(counts, data.device)
+    replies = marked_replies(model, data, [(persona, True) for persona in others], own_share(data, questions))
+    totals = all_sum([sum(replies[persona, True].values()) for persona in others], data.device)
     return {names.leakage(persona): total / len(questions) for persona, total in zip(others, totals)}
 
 
