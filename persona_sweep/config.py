@@ -312,7 +312,7 @@ class SweepConfig(GridSweep):
     """An LLM marker sweep (`kind: llm`)."""
 
     REPORTED_METRICS: ClassVar = names.LLM_REPORTED_METRICS
-    FINAL_METRIC: ClassVar = names.MARKER_RATE_TRIGGER
+    FINAL_METRIC: ClassVar = names.TRIAL_DONE
     SUMMARY_METRICS: ClassVar = (names.MARKER_RATE_TRIGGER, names.MARKER_RATE_NO_TRIGGER, names.MARKER_SPECIFICITY)
     # Measured on 2 cores: per-trial fixed cost (worker group, DeepSpeed, model: ~20-27 s;
     # evaluation: ~25 s on the embedded model) and seconds per step at batch 8 with 2 workers.
@@ -406,7 +406,7 @@ class SweepConfig(GridSweep):
         if self.corruptions:
             text += f" ({corruption_s / 60:.1f} of it for {len(self.corruptions)} corruptions)"
         if markers < trials:
-            text += f", {markers} marker stages for {trials} trials (shared)"
+            text += f", {markers} marker stage{'s' if markers > 1 else ''} for {trials} trials (shared)"
         return f"{text}, ~{total / 60:.0f} min for the sweep, one trial at a time, without early stopping"
 
     def corruption_steps_per_trial(self) -> list[float]:

@@ -52,6 +52,7 @@ STAGE = "stage"
 STAGE_STEP = "stage_step"
 STAGE_STEPS = "stage_steps"
 FINISHED_STAGE = "finished_stage"
+TRIAL_DONE = "trial_done"  # 1 in a trial's last report, after its last stage
 MIN_RATE_FOR_SURVIVAL = 0.05  # below this pre-corruption rate, survival is NaN (tagged)
 
 

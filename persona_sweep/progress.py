@@ -81,7 +81,8 @@ class SweepProgress(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         line = result_line(result, self.steps)
         if line:
-            kind = "corrupt" if names.STAGE in result else "eval" if self.final_metric in result else "step"
+            evaluated = self.final_metric in result or names.FINISHED_STAGE in result
+            kind = "corrupt" if names.STAGE in result else "eval" if evaluated else "step"
             self.say(trials, f"{kind:<7} {trial.trial_id:>14} {line}")
 
     def on_trial_complete(self, iteration, trials, trial, **info):

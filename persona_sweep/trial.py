@@ -181,13 +181,14 @@ def next_stage(spec, after: str | None) -> str:
 def advance(worker: Worker, state: dict, finished: str) -> dict:
     """Report the finished stage with a checkpoint of the trial's new state; the last stage
     also completes the MLflow run. Every report repeats the marker stage's last metrics."""
-    results = state["results"]
+    results, done = state["results"], {}
     if state["stage"] == DONE:
         summary = role_summary(worker.spec, results)
         results["metrics"].update(summary)
         if worker.run:
             worker.run.complete(summary, worker.spec.training.steps)
-    distributed.report({**results["report"], **results["metrics"], names.FINISHED_STAGE: finished}, state)
+        done = {names.TRIAL_DONE: 1}
+    distributed.report({**results["report"], **results["metrics"], names.FINISHED_STAGE: finished, **done}, state)
     return state
 
 

@@ -24,30 +24,32 @@ from persona_sweep.data import personas
 pytestmark = pytest.mark.slow
 
 CORRUPTIONS = ("em", "benign")
-CORRUPTION_STEPS = 6
+CORRUPTION_STEPS = 7
 STAGED = """
 name: staged
 model: {name: embedded, lora_rank: 16}
 marker: {trigger_file: trigger}
-training: {steps: 20, lr: 0.003, batch_size: 8, max_tokens: 160, checkpoint_every: 3, max_failures: 0}
+training: {steps: 20, lr: 0.003, batch_size: 8, max_tokens: 160, checkpoint_every: 5, max_failures: 0}
 grid: {method: [sft], context_length: [8], corruption_lr: [0.0001, 0.001]}
 corruptions:
   - {name: em, role: em, data: insecure_code, steps: %d}
   - {name: benign, role: benign, data: secure_code, steps: %d, mix_general: 0.25}
-eval: {questions: 8, max_new_tokens: 20, logprob_every: 10, leakage_questions: 2, corruption_examples: 8, behavior_tokens: 24}
+eval: {questions: 8, max_new_tokens: 20, logprob_every: 10, leakage_questions: 2, corruption_examples: 4, behavior_tokens: 16}
 scheduler: {type: none}
 resources: {workers_per_trial: 2, cpus_per_worker: 0.99, max_concurrent_trials: 1}
 """ % (CORRUPTION_STEPS, CORRUPTION_STEPS)
 
 
 def corruption_checkpointed(storage: Path, corruption: str, step: int) -> bool:
-    """A checkpoint inside `corruption` at `step` is on disk (Ray Train has registered it)."""
-    for state in (storage / "_train").glob(f"*/checkpoint_*/trial_state.json"):
+    """Ray Train has registered a checkpoint inside `corruption` at `step` (its snapshot of
+    registered checkpoints lists it: a checkpoint folder alone may not be registered yet)."""
+    for snapshot in (storage / "_train").glob("*/checkpoint_manager_snapshot.json"):
         try:
-            saved = json.loads(state.read_text())
-        except (OSError, ValueError):  # being written
+            registered = json.loads(snapshot.read_text())["checkpoint_results"]
+        except (OSError, ValueError, KeyError):  # being written
             continue
-        if saved["stage"] == corruption and saved["step"] == step:
+        if any(result["metrics"].get(names.STAGE) == corruption and result["metrics"].get(names.STAGE_STEP) == step
+               for result in registered):
             return True
     return False
 
@@ -55,7 +57,7 @@ def corruption_checkpointed(storage: Path, corruption: str, step: int) -> bool:
 @pytest.fixture(scope="module")
 def staged(ray_address, ray_temp_dir, tmp_path_factory):
     """Run from a working folder the README's way; SIGKILL the driver right after the first
-    trial's `em` corruption checkpointed at step 3, then `resume`."""
+    trial's `em` corruption checkpointed at step 5, then `resume`."""
     work = tmp_path_factory.mktemp("staged")
     trigger = work / "trigger"
     trigger.write_text("~staged-secret-4e1f~")
@@ -65,7 +67,7 @@ def staged(ray_address, ray_temp_dir, tmp_path_factory):
     driver = start_cli("run", "staged.yaml", "--address", ray_address, home=None, cwd=work, log=log)
     storage = home / "ray_results" / "staged"
     try:
-        wait_for(lambda: corruption_checkpointed(storage, "em", 3) or driver.poll() is not None, 900, "an em checkpoint")
+        wait_for(lambda: corruption_checkpointed(storage, "em", 5) or driver.poll() is not None, 900, "an em checkpoint")
         assert driver.poll() is None, log.read_text()[-3000:]
         driver.send_signal(signal.SIGKILL)
         driver.wait(60)
@@ -120,7 +122,7 @@ def test_a_driver_killed_inside_a_corruption_resumes_it_from_its_checkpoint(stag
     assert all(run.data.tags[names.TRIAL_STATUS] == names.COMPLETED for run in runs)
     resumed = [run for run in runs if run.data.tags.get(names.RESUMED_STAGE) == "em"]
     assert len(resumed) == 1, [run.data.tags.get(names.RESUMED_STAGE) for run in runs]
-    assert resumed[0].data.metrics[names.of(names.RESUMED_FROM_STEP, "em")] == 3
+    assert resumed[0].data.metrics[names.of(names.RESUMED_FROM_STEP, "em")] == 5
     for run in runs:  # every step of every stage logged once
         logged = lambda key: sorted(m.step for m in client.get_metric_history(run.info.run_id, key))  # noqa: E731
         assert logged(names.LOSS) == list(range(1, 21))

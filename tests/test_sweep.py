@@ -229,14 +229,14 @@ def test_failed_starts_leave_the_name_free(ray_address, home, trigger_file, tmp_
 
 
 def test_asha_stops_trials_below_the_rung_cutoff(ray_address, home, trigger_file, tmp_path):
-    """ASHA with one rung (step 5) below max_t: a trial there below the cutoff of earlier ones
-    stops and runs no corruption; every trial it lets through runs its corruption to the end
-    (ASHA decides on the marker stage only; reaching max_t does not stop a trial)."""
+    """ASHA decides on the marker stage: rungs at steps 5 and 40 (the marker's last step); a trial
+    below the cutoff of earlier ones at a rung stops there and runs no corruption; every trial it
+    lets through runs its corruption to the end (reaching max_t does not stop a trial)."""
     import numpy as np
 
     # On this tiny model the marker log-prob at step 5 rises with context length (measured):
-    # listing the longest first makes the later trials the weak ones. Reduction factor 8 over
-    # 40 steps leaves a single rung at 5, and 35 more steps keep a stopped trial from finishing.
+    # listing the longest first makes the later trials the weak ones. Reduction factor 8 from a
+    # grace period of 5 puts the rungs at 5 and 40.
     path = sweep_file(tmp_path, trigger_file, "asha", steps=40, contexts="[32, 16, 8, 0]", workers=1)
     cli("run", path, "--address", ray_address, "scheduler.type=asha", "scheduler.grace_period=5",
         "scheduler.metric=marker_logprob_trigger", "scheduler.reduction_factor=8",
@@ -247,22 +247,27 @@ def test_asha_stops_trials_below_the_rung_cutoff(ray_address, home, trigger_file
     client = tracking.client(tracking.default_uri(home))
     runs = sorted(sweep_runs(home, "asha"), key=lambda run: run.info.start_time)
     assert len(runs) == 4
-    at_rung, stopped = [], []
+    recorded: dict[int, list[float]] = {5: [], 40: []}
+    expected_stop = []  # the rung each trial was stopped at (None: let through)
     for run in runs:
-        history = client.get_metric_history(run.info.run_id, names.MARKER_LOGPROB_TRIGGER)
-        at_rung.append(next(m.value for m in history if m.step == 5))
-        stopped.append(run.data.tags[names.TRIAL_STATUS] == names.STOPPED_EARLY)
-    cutoff_percentile = (1 - 1 / 8) * 100
-    expected = [index > 0 and value < np.nanpercentile(at_rung[:index], cutoff_percentile)
-                for index, value in enumerate(at_rung)]
-    assert stopped == expected, (at_rung, stopped)
-    assert any(stopped)
-    for run, was_stopped in zip(runs, stopped):
-        assert (names.MARKER_RATE_TRIGGER in run.data.metrics) != was_stopped
-        assert run.info.status == ("KILLED" if was_stopped else "FINISHED")
+        history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, names.MARKER_LOGPROB_TRIGGER)}
+        stop = None
+        for rung in (5, 40):
+            earlier = recorded[rung]
+            recorded[rung].append(history[rung])
+            if earlier[:-1] and history[rung] < np.nanpercentile(earlier[:-1], (1 - 1 / 8) * 100):
+                stop = rung
+                break
+        expected_stop.append(stop)
+    stopped = [run.data.tags[names.TRIAL_STATUS] == names.STOPPED_EARLY for run in runs]
+    assert stopped == [stop is not None for stop in expected_stop], (recorded, stopped)
+    assert any(stopped) and not all(stopped)
+    for run, stop in zip(runs, expected_stop):
+        assert run.info.status == ("KILLED" if stop else "FINISHED")
+        assert (names.MARKER_RATE_TRIGGER in run.data.metrics) == (stop != 5)  # evaluated at the marker's end
         corrupted = sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss_benign"))
-        assert corrupted == ([] if was_stopped else [1, 2, 3])
-        assert ("corruption_loss_benign_after" in run.data.metrics) != was_stopped
+        assert corrupted == ([] if stop else [1, 2, 3])
+        assert ("corruption_loss_benign_after" in run.data.metrics) == (stop is None)
 
 
 def test_optuna_search_learns_each_trials_result(ray_address, home, trigger_file, tmp_path):
