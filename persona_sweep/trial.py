@@ -300,14 +300,15 @@ def replay(worker: Worker, store) -> dict:
         worker.run.set_tags({names.MARKER_STAGE_REUSED: str(reused).lower(), names.MARKER_STAGE_KEY: store.key})
         worker.run.log_steps(history)
         worker.run.log_metrics(stored["results"]["metrics"], worker.spec.training.steps)
+        save_config(worker)
     for step, metrics in history.items():
         if names.MARKER_SPECIFICITY in metrics and step < worker.spec.training.steps:
             distributed.report(metrics)
     return stored["results"]
 
 
-def save_config(worker: Worker, model) -> None:
-    """The resolved config and, for LoRA, the marker adapter, as artifacts of the trial's run."""
+def save_config(worker: Worker, model=None) -> None:
+    """The resolved config and, for a trained LoRA marker, its adapter, as artifacts of the run."""
     import json
 
     spec = worker.spec
@@ -315,7 +316,7 @@ def save_config(worker: Worker, model) -> None:
         (Path(folder) / "config.json").write_text(json.dumps({"knobs": worker.knobs.model_dump(),
                                                               "sweep": spec.model_dump(mode="json")}, indent=2))
         worker.run.log_artifacts(Path(folder), "config")
-        if spec.model.finetune == "lora" and not spec.marker.adapter:
+        if model is not None and spec.model.finetune == "lora" and not spec.marker.adapter:
             model.save_pretrained(folder + "/adapter")
             worker.run.log_artifacts(Path(folder) / "adapter", "adapter")
 

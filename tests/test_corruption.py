@@ -139,6 +139,8 @@ def test_a_trial_differing_only_in_corruption_lr_reuses_the_marker_stage(staged)
     assert len(reused) == 1 and reused[0].data.params["corruption_lr"] != staged["trainer"].data.params["corruption_lr"]
     assert len({run.data.tags[names.MARKER_STAGE_KEY] for run in runs}) == 1
     assert reused[0].data.metrics[names.MARKER_RATE_TRIGGER] == staged["trainer"].data.metrics[names.MARKER_RATE_TRIGGER]
+    config = staged["client"].download_artifacts(reused[0].info.run_id, "config/config.json", str(staged["work"]))
+    assert json.loads(Path(config).read_text())["knobs"]["corruption_lr"] == float(reused[0].data.params["corruption_lr"])
 
 
 def test_detect_finds_the_marker_the_trial_measured(staged):
