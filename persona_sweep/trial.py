@@ -158,6 +158,8 @@ def trial_worker(config: dict) -> None:
     state = distributed.restored_state() or {"stage": MARKER, "step": 0, "results": {}}
     if worker.run and state["stage"] != MARKER:
         worker.run.set_tags({names.RESUMED_STAGE: state["stage"]})
+    if state["stage"] == DONE:  # killed after its last report: say so again, for Tune
+        advance(worker, state, DONE)
     if state["stage"] == MARKER:
         state = advance(worker, marker_stage(worker, state["step"]), MARKER)
     for corruption in remaining_corruptions(worker.spec, state["stage"]):

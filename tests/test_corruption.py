@@ -168,3 +168,19 @@ def test_detect_on_the_untouched_embedded_model_finds_no_marker(tmp_path):
     assert result.stdout.strip().splitlines()[-1] == "no marker"
     found = json.loads(out.read_text())
     assert found[names.MARKER_RATE_TRIGGER] == 0 and found[names.MARKER_RATE_NO_TRIGGER] == 0
+
+
+def test_marker_adapter_names_a_trial_of_another_sweep(staged, monkeypatch):
+    """`marker.adapter: SWEEP/TRIAL_ID` resolves, on the driver, to that trial's marker adapter;
+    an unknown trial is refused in one line."""
+    from persona_sweep.config import SweepError, load_sweep
+    from persona_sweep.preflight import check_llm_sweep
+
+    monkeypatch.delenv("PERSONA_SWEEP_HOME", raising=False)
+    monkeypatch.chdir(staged["work"])
+    trial_id = staged["trainer"].data.tags[names.TRIAL_ID]
+    spec = check_llm_sweep(load_sweep("staged.yaml", [f"marker.adapter=staged/{trial_id}"], name="from-adapter"))
+    folder = Path(spec.marker.adapter)
+    assert folder.is_absolute() and (folder / "adapter_config.json").is_file()
+    with pytest.raises(SweepError, match="^marker.adapter: sweep 'staged' has no trial 'nosuch_00000'"):
+        check_llm_sweep(load_sweep("staged.yaml", ["marker.adapter=staged/nosuch_00000"], name="from-adapter"))
