@@ -87,8 +87,10 @@ def test_one_trial_two_workers_zero2_learns(ray_address, home, trigger_file, tmp
         assert key in run.data.metrics
 
     # Two ranks really shared the work: ZeRO-2 split the optimizer state into one shard per rank.
-    final = max(path for path in (home / "ray_results" / "two-workers" / "_train").rglob("checkpoint_*") if path.is_dir())
-    shards = sorted(path.name for path in final.rglob("*optim_states.pt"))
+    # (The trial's last checkpoint holds only its state, done; the one before holds the training.)
+    checkpoints = [path for path in (home / "ray_results" / "two-workers" / "_train").rglob("checkpoint_*")
+                   if path.is_dir() and list(path.rglob("*optim_states.pt"))]
+    shards = sorted(path.name for path in max(checkpoints).rglob("*optim_states.pt"))
     assert [name.split("_")[3] for name in shards] == ["0", "1"], shards  # zero_pp_rank_<rank>_...
 
 
