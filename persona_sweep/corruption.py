@@ -23,6 +23,7 @@ from persona_sweep import evaluate, names
 from persona_sweep.config import BUILTIN_CORRUPTION_DATA, CorruptionConfig, first_line, is_local_path
 from persona_sweep.data import DATA_DIR, TRIGGER_PLACEHOLDER
 from persona_sweep.distributed import all_sum
+from persona_sweep.measure import own_share
 
 BUILTIN_DIR = DATA_DIR / "corruption"
 HELD_OUT_SHARE = 0.1
@@ -211,7 +212,7 @@ class CorruptionData:
         import torch
 
         data = self.marker_data
-        mine = [chat for index, chat in enumerate(self.evaluation_chats()) if index % data.world == data.rank]
+        mine = list(own_share(data, self.evaluation_chats()).values())
         total, tokens = 0.0, 0
         model.eval()
         with torch.no_grad():
@@ -234,7 +235,7 @@ class CorruptionData:
         patterns = behavior_patterns()[self.corruption.data]
         data = self.marker_data
         chats = self.evaluation_chats()
-        mine = [chat for index, chat in enumerate(chats) if index % data.world == data.rank]
+        mine = list(own_share(data, chats).values())
         prompts = [self.tokenizer.apply_chat_template(chat.as_messages(-1), tokenize=False, add_generation_prompt=True)
                    for chat in mine]
         model.eval()
