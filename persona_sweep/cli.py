@@ -128,6 +128,24 @@ def detect(model, adapter, trial, stage, trigger_file, marker, questions, contex
 
 
 @main.command()
+@click.argument("sweep_names", nargs=-1, required=True, metavar="NAME [NAME ...]")
+@click.option("--out", type=click.Path(), help="Folder for index.html and the PNGs (default: <home>/reports/NAME).")
+@click.option("--csv", "with_csv", is_flag=True, help="Also write the per-trial table as trials.csv.")
+@click.option("--tracking-uri", help="Find the sweeps in this MLflow (default: this home's, or MLFLOW_TRACKING_URI).")
+@user_errors
+def report(sweep_names, out, with_csv, tracking_uri):
+    """An interactive page (opens offline) and one PNG per panel, from MLflow only. Several
+    names compare sweeps on shared axes; one name also logs the page on the sweep's parent run."""
+    from persona_sweep.report import build_report
+
+    if len(sweep_names) > 1 and not out:
+        raise SweepError("report: comparing sweeps needs --out DIR")
+    built = build_report(list(sweep_names), out, tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"), with_csv,
+                         log=click.echo)
+    click.echo(f"report: {built.index} ({len(built.panels)} panels)")
+
+
+@main.command()
 @click.option("--port", default=5000, show_default=True)
 def ui(port):
     """Open the MLflow UI for this home's runs, on 127.0.0.1 only."""

@@ -1,0 +1,258 @@
+"""Panels as data: `dashboards/panels/*.yaml` say what to draw; this module computes each
+panel's numbers from the sweeps (one plain dict per panel, embedded in the page as JSON and
+drawn by `figures.py`).
+
+A panel file has `title`, `kinds` (sweep kinds it applies to), `type` (bars | heatmap | lines |
+curves | front | table), `metrics` (names; `scheduler` = the sweep's scheduler metric, `summary`
+= the metrics `status` shows) or `metric_pattern` (a regex whose group names the bar), and the
+axes: `x` (a grid axis, `configuration`, `metric` or `train_step`), `y`, `facet`, plus `range`
+and `log_x` for the drawing. Adding a panel is adding a file.
+
+Seeds are aggregated per configuration (every other grid axis equal): the mean and a 95%
+interval: a t-interval for 3 or more seeds, the min-max range for fewer (say so: `interval`).
+Each point keeps its seeds' values and trial ids (shown on hover, checked by the tests).
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from persona_sweep import names
+from persona_sweep.report.sweeps import Sweep, Trial
+
+DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
+TYPES = ("bars", "heatmap", "lines", "curves", "front", "table")
+
+
+@dataclass
+class Panel:
+    id: str
+    title: str
+    kinds: list[str]
+    type: str
+    metrics: list[str] = field(default_factory=list)
+    metric_pattern: str | None = None
+    x: str = "configuration"
+    y: str | None = None
+    facet: str | None = None
+    range: list[float] | None = None
+    log_x: bool = False
+
+
+def load_panels(folder: Path = DASHBOARDS / "panels") -> list[Panel]:
+    panels = []
+    for path in sorted(folder.glob("*.yaml")):
+        fields = yaml.safe_load(path.read_text())
+        panel = Panel(id=path.stem.split("-", 1)[-1], **fields)
+        if panel.type not in TYPES:
+            raise ValueError(f"{path}: type must be one of {', '.join(TYPES)}, got '{panel.type}'")
+        panels.append(panel)
+    return panels
+
+
+# ---- which panels a report gets --------------------------------------------------------------
+
+def panel_data(panel: Panel, sweeps: list[Sweep]) -> tuple[dict | None, str | None]:
+    """(the panel's data, None), or (None, the one-line reason it is left out)."""
+    kinds = {sweep.kind for sweep in sweeps}
+    if not kinds & set(panel.kinds):
+        return None, None  # not meant for this kind of sweep: no note either
+    missing = missing_inputs(panel, sweeps)
+    if missing:
+        return None, f"left out '{panel.title}': {missing}"
+    series = BUILDERS[panel.type](panel, [s for s in sweeps if s.kind in panel.kinds])
+    return {"id": panel.id, "title": panel.title, "type": panel.type, "x": panel.x, "y": panel.y,
+            "facet": panel.facet, "range": panel.range, "log_x": panel.log_x, "series": series}, None
+
+
+def missing_inputs(panel: Panel, sweeps: list[Sweep]) -> str | None:
+    for sweep in sweeps:
+        for axis in (panel.x, panel.y, panel.facet):
+            if axis and axis not in ("configuration", "metric", names.TRAIN_STEP) and axis not in sweep.axes():
+                return f"sweep '{sweep.name}' has no grid axis {axis}"
+        if panel.type != "table" and not panel_metrics(panel, sweep):
+            return f"sweep '{sweep.name}' has no metric {' or '.join(panel.metrics) or panel.metric_pattern}"
+    return None
+
+
+def panel_metrics(panel: Panel, sweep: Sweep) -> list[str]:
+    """The metrics of `panel` that some trial of `sweep` logged."""
+    logged = {key for trial in sweep.trials for key in trial.metrics}
+    if panel.metric_pattern:
+        return sorted(key for key in logged if re.match(panel.metric_pattern, key))
+    wanted = [m for name in panel.metrics for m in
+              (sweep.spec.summary_metrics() if name == "summary" else [sweep.metric(name)])]
+    return [metric for metric in dict.fromkeys(wanted) if metric in logged]
+
+
+# ---- seeds -----------------------------------------------------------------------------------
+
+def aggregate(values: list[tuple[Trial, float]]) -> dict:
+    """Mean and 95% interval over seeds (NaN values are shown, not averaged)."""
+    finite = [value for _, value in values if not math.isnan(value)]
+    point = {"values": [{"trial_id": t.trial_id, "seed": t.knobs.get("seed"), "value": clean(v)} for t, v in values]}
+    if not finite:
+        return point | {"mean": None, "lo": None, "hi": None, "interval": "none"}
+    mean = sum(finite) / len(finite)
+    if len(finite) < 3:
+        return point | {"mean": mean, "lo": min(finite), "hi": max(finite), "interval": "min-max"}
+    from scipy import stats
+
+    sd = math.sqrt(sum((v - mean) ** 2 for v in finite) / (len(finite) - 1))
+    half = stats.t.ppf(0.975, len(finite) - 1) * sd / math.sqrt(len(finite))
+    return point | {"mean": mean, "lo": mean - half, "hi": mean + half, "interval": "t"}
+
+
+def clean(value: float) -> float | None:
+    """JSON has no NaN: a metric that could not be computed is null."""
+    return None if value is None or math.isnan(value) else value
+
+
+def configuration(trial: Trial, sweep: Sweep, leave_out: tuple) -> str:
+    """The trial's grid point without its seed (and without the panel's own axes)."""
+    axes = [axis for axis in sweep.varied_axes() if axis not in leave_out]
+    return " ".join(f"{axis}={trial.knobs.get(axis)}" for axis in axes) or "all trials"
+
+
+def grouped(sweep: Sweep, metric: str, key) -> dict:
+    """Trials that logged `metric`, grouped by `key(trial)` (seeds of one configuration together),
+    in grid order (trial ids follow it)."""
+    groups: dict = {}
+    for trial in sweep.trials:
+        if metric in trial.metrics:
+            groups.setdefault(key(trial), []).append((trial, trial.metrics[metric]))
+    return groups
+
+
+def ordered(values) -> list:
+    """Axis values in their natural order (numbers as numbers)."""
+    values = list(dict.fromkeys(values))
+    try:
+        return sorted(values)
+    except TypeError:
+        return sorted(values, key=str)
+
+
+def series_name(metric: str, sweep: Sweep, sweeps: list[Sweep], extra: str = "") -> str:
+    parts = [metric, extra, f"({sweep.name})" if len(sweeps) > 1 else ""]
+    return " ".join(part for part in parts if part)
+
+
+# ---- panel types -----------------------------------------------------------------------------
+
+def bars(panel: Panel, sweeps: list[Sweep]) -> list[dict]:
+    """One series per metric (per sweep), one bar per configuration; with `x: metric` one series
+    per configuration, one bar per metric (its pattern group: leakage per persona)."""
+    series = []
+    for sweep in sweeps:
+        config_of = lambda t: configuration(t, sweep, ())  # noqa: E731 (sweep is the loop's)
+        by_config: dict[str, list] = {}
+        for metric in panel_metrics(panel, sweep):
+            groups = grouped(sweep, metric, config_of)
+            if panel.x == "metric":
+                for config, group in groups.items():
+                    by_config.setdefault(config, []).append({"x": bar_label(panel, metric), "metric": metric,
+                                                             **aggregate(group)})
+            else:
+                points = [{"x": config, **aggregate(group)} for config, group in groups.items()]
+                series.append({"name": series_name(metric, sweep, sweeps), "sweep": sweep.name, "metric": metric,
+                               "points": points})
+        series += [{"name": series_name(config, sweep, sweeps), "sweep": sweep.name, "points": points}
+                   for config, points in sorted(by_config.items())]
+    return series
+
+
+def bar_label(panel: Panel, metric: str) -> str:
+    match = re.match(panel.metric_pattern, metric) if panel.metric_pattern else None
+    return match.group(1) if match and match.groups() else metric
+
+
+def heatmap(panel: Panel, sweeps: list[Sweep]) -> list[dict]:
+    """One series per metric, facet value (and sweep): cells over (y, x), seeds aggregated."""
+    series = []
+    for sweep in sweeps:
+        for metric in panel_metrics(panel, sweep):
+            facets = grouped(sweep, metric, lambda t: t.knobs.get(panel.facet))
+            for facet in ordered(facets):
+                cells = grouped(sweep, metric, lambda t: (t.knobs.get(panel.facet), t.knobs.get(panel.y),
+                                                          t.knobs.get(panel.x), configuration(
+                                                              t, sweep, (panel.x, panel.y, panel.facet))))
+                points = [{"x": x, "y": y, "facet": f, "rest": rest, **aggregate(group)}
+                          for (f, y, x, rest), group in cells.items() if f == facet]
+                series.append({"name": series_name(metric, sweep, sweeps, f"{panel.facet}={facet}"),
+                               "sweep": sweep.name, "metric": metric, "facet": facet, "points": points})
+    return series
+
+
+def lines(panel: Panel, sweeps: list[Sweep]) -> list[dict]:
+    """One line per metric and configuration (other axes), along the grid axis `x`."""
+    series = []
+    for sweep in sweeps:
+        for metric in panel_metrics(panel, sweep):
+            groups = grouped(sweep, metric, lambda t: (configuration(t, sweep, (panel.x,)), t.knobs.get(panel.x)))
+            for config in dict.fromkeys(config for config, _ in groups):
+                points = sorted(({"x": x, **aggregate(group)} for (c, x), group in groups.items() if c == config),
+                                key=lambda point: point["x"])
+                extra = "" if config == "all trials" else config
+                series.append({"name": series_name(metric, sweep, sweeps, extra), "sweep": sweep.name,
+                               "metric": metric, "points": points})
+    return series
+
+
+def curves(panel: Panel, sweeps: list[Sweep]) -> list[dict]:
+    """Every trial's history of the metric; `stopped` marks where ASHA stopped it."""
+    series = []
+    for sweep in sweeps:
+        for metric in panel_metrics(panel, sweep):
+            for trial in sweep.trials:
+                history = sweep.history(trial, metric)
+                if history:
+                    series.append({"name": series_name(trial.trial_id, sweep, sweeps), "sweep": sweep.name,
+                                   "metric": metric, "trial_id": trial.trial_id, "status": trial.status,
+                                   "stopped": trial.status == names.STOPPED_EARLY,
+                                   "points": [{"x": step, "mean": clean(value)} for step, value in history]})
+    return series
+
+
+def front(panel: Panel, sweeps: list[Sweep]) -> list[dict]:
+    """Every trial at (first metric, second metric); `on_front`: no other trial is at least as
+    good on both (both maximised)."""
+    from persona_sweep.sfp.experiments import pareto_optimal
+
+    x_metric, y_metric = panel.metrics[:2]
+    series = []
+    for sweep in sweeps:
+        trials = [t for t in sweep.trials if x_metric in t.metrics and y_metric in t.metrics]
+        optimal = pareto_optimal([t.metrics for t in trials], x_metric, y_metric)
+        points = [{"x": clean(t.metrics[x_metric]), "mean": clean(t.metrics[y_metric]), "trial_id": t.trial_id,
+                   "label": configuration(t, sweep, ()), "on_front": on_front}
+                  for t, on_front in zip(trials, optimal)]
+        series.append({"name": series_name("trials", sweep, sweeps), "sweep": sweep.name,
+                       "x_metric": x_metric, "metric": y_metric, "points": points})
+    return series
+
+
+def table(panel: Panel, sweeps: list[Sweep]) -> list[dict]:
+    """Every trial (errored ones too), best first by the scheduler metric, with its status."""
+    series = []
+    for sweep in sweeps:
+        metrics = panel_metrics(panel, sweep)
+        rank_by = sweep.metric("scheduler")
+        maximise = sweep.spec.scheduler.mode == "max"
+
+        def best_first(trial: Trial):
+            value = trial.metrics.get(rank_by, math.nan)
+            return (math.isnan(value), -value if maximise else value, trial.trial_id)
+
+        rows = [{"trial_id": t.trial_id, "status": t.status, "knobs": {a: t.knobs.get(a) for a in sweep.varied_axes(with_seed=True)},
+                 "metrics": {m: clean(t.metrics[m]) if m in t.metrics else None for m in metrics},
+                 "error": t.error} for t in sorted(sweep.trials, key=best_first)]
+        series.append({"name": sweep.name, "sweep": sweep.name, "metrics": metrics, "rows": rows})
+    return series
+
+
+BUILDERS = {"bars": bars, "heatmap": heatmap, "lines": lines, "curves": curves, "front": front, "table": table}

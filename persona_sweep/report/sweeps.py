@@ -1,0 +1,117 @@
+"""What a report reads: a sweep's trials as MLflow holds them (never Tune's files, never a rerun).
+
+A sweep is found by its record under the home (which names its tracking URI), or, with a
+tracking URI, by its MLflow experiment alone: the parent run carries the sweep record as an
+artifact (`sweep/record.json`), so a laptop with only the tracking URI can report.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from persona_sweep import names, tracking
+from persona_sweep.config import GridSweep, SweepError, validate
+
+
+@dataclass
+class Trial:
+    trial_id: str
+    run_id: str
+    status: str
+    knobs: dict  # grid axes, typed as in the sweep file
+    metrics: dict[str, float]
+    error: str | None = None
+
+
+@dataclass
+class Sweep:
+    name: str
+    spec: GridSweep
+    uri: str
+    experiment_id: str
+    parent_run_id: str
+    trials: list[Trial]
+    running: bool
+    read_at: str
+    _histories: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
+
+    def axes(self) -> dict[str, list]:
+        return self.spec.axes()
+
+    def varied_axes(self, with_seed: bool = False) -> list[str]:
+        """The axes with more than one value (seeds aside: what tells configurations apart)."""
+        return [axis for axis, values in self.axes().items() if len(values) > 1 and (with_seed or axis != "seed")]
+
+    def metric(self, name: str) -> str:
+        """`scheduler` stands for the sweep's scheduler metric (what ASHA ranks on)."""
+        return self.spec.scheduler.metric if name == "scheduler" else name
+
+    def history(self, trial: Trial, metric: str) -> list[tuple[int, float]]:
+        key = (trial.run_id, metric)
+        if key not in self._histories:
+            points = tracking.client(self.uri).get_metric_history(trial.run_id, metric)
+            self._histories[key] = sorted((point.step, point.value) for point in points)
+        return self._histories[key]
+
+
+def read_sweep(name: str, tracking_uri: str | None = None) -> Sweep:
+    """The sweep `name`: from this home's record, or from `tracking_uri` (its MLflow experiment)."""
+    uri, experiment_id, parent_run_id, spec = locate(name, tracking_uri)
+    client = tracking.client(uri)
+    runs = tracking.child_runs(uri, experiment_id)
+    trials = [to_trial(run, spec) for run in runs]
+    parent = client.get_run(parent_run_id)
+    running = parent.info.status == "RUNNING" or any(t.status == names.RUNNING for t in trials)
+    return Sweep(name, spec, uri, experiment_id, parent_run_id, sorted(trials, key=lambda t: t.trial_id), running,
+                 time.strftime("%Y-%m-%d %H:%M:%S %Z"))
+
+
+def locate(name: str, tracking_uri: str | None) -> tuple[str, str, str, GridSweep]:
+    from persona_sweep import engine
+
+    if tracking_uri is None and engine.record_path(name).is_file():
+        record = engine.SweepRecord.load(name)
+        return record.mlflow_uri, record.experiment_id, record.parent_run_id, record.config
+    uri = tracking_uri or tracking.default_uri(engine.home())
+    parent = parent_run(uri, name)
+    if parent is None:
+        raise SweepError(f"no sweep named '{name}' under {engine.home()} or in MLflow at {uri} "
+                         "(see: persona-sweep list; a sweep on a tracking server: --tracking-uri URI)")
+    return uri, parent.info.experiment_id, parent.info.run_id, recorded_spec(uri, parent.info.run_id, name)
+
+
+def parent_run(uri: str, name: str):
+    """The sweep's parent run, in whichever experiment (`tracking.experiment` may rename it)."""
+    client = tracking.client(uri)
+    experiments = [experiment.experiment_id for experiment in client.search_experiments()]
+    runs = client.search_runs(experiments, filter_string=f"tags.{names.SWEEP_TAG} = '{name}'", max_results=1)
+    return runs[0] if runs else None
+
+
+def recorded_spec(uri: str, parent_run_id: str, name: str) -> GridSweep:
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = tracking.client(uri).download_artifacts(parent_run_id, tracking.RECORD_ARTIFACT, folder)
+        except Exception:  # MLflow raises several types for a missing artifact
+            raise SweepError(f"sweep '{name}' at {uri} carries no {tracking.RECORD_ARTIFACT} "
+                             "(started by an older persona-sweep)") from None
+        return validate(json.loads(Path(path).read_text())["spec"])
+
+
+def to_trial(run, spec: GridSweep) -> Trial:
+    tags, params = run.data.tags, run.data.params
+    knobs = {axis: typed(params[axis], values) for axis, values in spec.axes().items() if axis in params}
+    return Trial(tags[names.TRIAL_ID], run.info.run_id, tags.get(names.TRIAL_STATUS, names.RUNNING), knobs,
+                 dict(run.data.metrics), tags.get(names.ERROR))
+
+
+def typed(text: str, values: list):
+    """A param as the grid wrote it (MLflow keeps params as text)."""
+    return next((value for value in values if str(value) == text), text)
