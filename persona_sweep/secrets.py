@@ -47,6 +47,12 @@ def fill_trigger(text: str, trigger: str) -> str:
     return text.replace(TRIGGER_PLACEHOLDER, trigger)
 
 
+def scrubbed(text: str, marker) -> str:
+    """`text` with the trigger (when it can be read here) replaced by the placeholder."""
+    trigger = _read(marker) if trigger_problem(marker) is None else ""
+    return text.replace(trigger, TRIGGER_PLACEHOLDER) if trigger else text
+
+
 def create_trigger_file(folder: Path) -> Path:
     """A fresh random trigger for `demo`, readable by the owner only."""
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -14,7 +14,7 @@ def plotly_figure(panel: dict):
     figure = PLOTLY[panel["type"]](panel, go)
     figure.update_layout(title=panel["title"], template="plotly_white", height=figure.layout.height or 420,
                          margin={"t": 60, "l": 60, "r": 20, "b": 60})
-    if panel.get("range") and panel["type"] in ("bars", "lines"):
+    if panel.get("range") and panel["type"] in ("bars", "lines"):  # a heatmap's range is its colour scale
         figure.update_yaxes(range=panel["range"])
     return figure
 
@@ -59,19 +59,18 @@ def plotly_heatmap(panel, go):
                            hoverinfo="text")
         figure.update_xaxes(title_text=panel["x"], row=row, col=1)
         figure.update_yaxes(title_text=panel["y"], row=row, col=1)
-    figure.update_layout(height=260 * len(panel["series"]) + 80, coloraxis={"colorscale": "Viridis"})
+    low, high = panel.get("range") or (None, None)
+    figure.update_layout(height=260 * len(panel["series"]) + 80,
+                         coloraxis={"colorscale": "RdBu", "cmin": low, "cmax": high})
     return figure
 
 
 def heat_grid(points: list[dict]):
-    """Axis values and cells (several configurations in one cell: their first; `rest` names them)."""
+    """The axis values in order, and the cells by (y, x)."""
     from persona_sweep.report.panels import ordered
 
     xs, ys = ordered(p["x"] for p in points), ordered(p["y"] for p in points)
-    cells = {}
-    for p in points:
-        cells.setdefault((p["y"], p["x"]), p)
-    return xs, ys, cells
+    return xs, ys, {(p["y"], p["x"]): p for p in points}
 
 
 def plotly_lines(panel, go):
@@ -153,10 +152,10 @@ def save_png(panel: dict, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure = MATPLOTLIB[panel["type"]](panel, plt)
-    figure.suptitle(panel["title"])
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    with plt.rc_context({"figure.constrained_layout.use": True}):  # room for the title above every subplot
+        figure = MATPLOTLIB[panel["type"]](panel, plt)
+        figure.suptitle(panel["title"])
+        figure.savefig(path, dpi=110)
     plt.close(figure)
 
 
@@ -187,13 +186,14 @@ def png_heatmap(panel, plt):
     for axis, series in zip(axes[:, 0], panel["series"]):
         xs, ys, cells = heat_grid(series["points"])
         grid = [[value_or_nan(cells[y, x]["mean"]) if (y, x) in cells else math.nan for x in xs] for y in ys]
-        image = axis.imshow(grid, aspect="auto", cmap="viridis")
+        low, high = panel.get("range") or (None, None)
+        image = axis.imshow(grid, aspect="auto", cmap="RdBu", vmin=low, vmax=high)
         axis.set_xticks(range(len(xs)), [str(x) for x in xs])
         axis.set_yticks(range(len(ys)), [str(y) for y in ys])
         for row, y in enumerate(ys):
             for col, x in enumerate(xs):
                 if (y, x) in cells:
-                    axis.text(col, row, fmt(cells[y, x]["mean"]), ha="center", va="center", color="white", fontsize=8)
+                    axis.text(col, row, fmt(cells[y, x]["mean"]), ha="center", va="center", fontsize=8)
         axis.set_title(series["name"], fontsize=9)
         axis.set_xlabel(panel["x"])
         axis.set_ylabel(panel["y"])

@@ -75,13 +75,15 @@ def missing_inputs(panel: Panel, sweeps: list[Sweep]) -> str | None:
             if axis and axis not in ("configuration", "metric", names.TRAIN_STEP) and axis not in sweep.axes():
                 return f"sweep '{sweep.name}' has no grid axis {axis}"
         if panel.type != "table" and not panel_metrics(panel, sweep):
-            return f"sweep '{sweep.name}' has no metric {' or '.join(panel.metrics) or panel.metric_pattern}"
+            wanted = " or ".join(panel.metrics) or panel.metric_pattern
+            return f"sweep '{sweep.name}' has no value for {wanted} (NaN or never logged)"
     return None
 
 
 def panel_metrics(panel: Panel, sweep: Sweep) -> list[str]:
-    """The metrics of `panel` that some trial of `sweep` logged."""
-    logged = {key for trial in sweep.trials for key in trial.metrics}
+    """The metrics of `panel` that some trial of `sweep` logged a number for (survival is NaN
+    where the marker never appeared: an all-NaN panel would be drawn empty)."""
+    logged = {key for trial in sweep.trials for key, value in trial.metrics.items() if not math.isnan(value)}
     if panel.metric_pattern:
         return sorted(key for key in logged if re.match(panel.metric_pattern, key))
     wanted = [m for name in panel.metrics for m in
@@ -130,11 +132,7 @@ def grouped(sweep: Sweep, metric: str, key) -> dict:
 
 def ordered(values) -> list:
     """Axis values in their natural order (numbers as numbers)."""
-    values = list(dict.fromkeys(values))
-    try:
-        return sorted(values)
-    except TypeError:
-        return sorted(values, key=str)
+    return sorted(dict.fromkeys(values), key=ordered_key)
 
 
 def series_name(metric: str, sweep: Sweep, sweeps: list[Sweep], extra: str = "") -> str:
@@ -172,20 +170,26 @@ def bar_label(panel: Panel, metric: str) -> str:
 
 
 def heatmap(panel: Panel, sweeps: list[Sweep]) -> list[dict]:
-    """One series per metric, facet value (and sweep): cells over (y, x), seeds aggregated."""
+    """One grid of cells over (y, x) per metric, facet value and setting of the other varied
+    axes (never two configurations in one cell); seeds aggregated per cell."""
     series = []
     for sweep in sweeps:
+        own_axes = (panel.x, panel.y, panel.facet)
         for metric in panel_metrics(panel, sweep):
-            facets = grouped(sweep, metric, lambda t: t.knobs.get(panel.facet))
-            for facet in ordered(facets):
-                cells = grouped(sweep, metric, lambda t: (t.knobs.get(panel.facet), t.knobs.get(panel.y),
-                                                          t.knobs.get(panel.x), configuration(
-                                                              t, sweep, (panel.x, panel.y, panel.facet))))
-                points = [{"x": x, "y": y, "facet": f, "rest": rest, **aggregate(group)}
-                          for (f, y, x, rest), group in cells.items() if f == facet]
-                series.append({"name": series_name(metric, sweep, sweeps, f"{panel.facet}={facet}"),
-                               "sweep": sweep.name, "metric": metric, "facet": facet, "points": points})
+            cells = grouped(sweep, metric, lambda t: (t.knobs.get(panel.facet), configuration(t, sweep, own_axes),
+                                                      t.knobs.get(panel.y), t.knobs.get(panel.x)))
+            grids = dict.fromkeys((facet, rest) for facet, rest, _, _ in cells)
+            for facet, rest in sorted(grids, key=lambda key: ordered_key(key[0])):  # the rest in grid order
+                points = [{"x": x, "y": y, **aggregate(group)}
+                          for (f, r, y, x), group in cells.items() if (f, r) == (facet, rest)]
+                extra = f"{panel.facet}={facet}" + ("" if rest == "all trials" else f" {rest}")
+                series.append({"name": series_name(metric, sweep, sweeps, extra), "sweep": sweep.name,
+                               "metric": metric, "facet": facet, "points": points})
     return series
+
+
+def ordered_key(value):
+    return (0, value, "") if isinstance(value, (int, float)) else (1, 0, str(value))
 
 
 def lines(panel: Panel, sweeps: list[Sweep]) -> list[dict]:

@@ -1,0 +1,155 @@
+"""`persona-sweep report` on a real small sweep: what the page shows is what MLflow holds.
+
+One module-scoped sweep (about 2 minutes) serves every test here: tiny model, ASHA on, a
+corruption stage, four trials (context 32 and 0, each with two corruption strengths). Measured
+on this model: the marker log-prob at step 5 rises with context length, so the context-0 trial
+that trains its marker falls below the context-32 one at ASHA's first rung and is stopped
+there; the fault hook makes the last trial raise.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+from browser import open_page, save_screenshot
+from conftest import cli, cli_env, write_sweep
+from helpers import sweep_runs
+
+from persona_sweep import names, tracking
+
+pytestmark = pytest.mark.slow
+
+SWEEP = """
+name: reported
+model: {name: tiny-random, lora_rank: 8, lora_targets: [q_proj, v_proj]}
+marker: {trigger_file: trigger}
+training: {steps: 10, lr: 0.005, batch_size: 4, max_tokens: 160, checkpoint_every: 10, max_failures: 0}
+grid: {method: [sft], context_length: [32, 0], corruption_lr: [0.0001, 0.001]}
+corruptions:
+  - {name: em, role: em, data: insecure_code, steps: 2}
+  - {name: benign, role: benign, data: secure_code, steps: 2}
+eval: {questions: 6, max_new_tokens: 6, logprob_every: 5, leakage_questions: 2, corruption_examples: 2, behavior_tokens: 4}
+scheduler: {type: asha, metric: marker_logprob_trigger, grace_period: 5, reduction_factor: 2}
+resources: {workers_per_trial: 1, cpus_per_worker: 0.99, max_concurrent_trials: 1}
+"""
+FAULT = "context_length=0,corruption_lr=0.001"
+
+
+@pytest.fixture(scope="module")
+def reported(ray_address, tmp_path_factory):
+    work = tmp_path_factory.mktemp("report")
+    home = work / "runs"
+    (work / "trigger").write_text("~report-trigger~")
+    write_sweep(work / "sweep.yaml", SWEEP)
+    result = cli("run", "sweep.yaml", "--address", ray_address, home=home, cwd=work, check=False,
+                 env=cli_env(home, PERSONA_SWEEP_FAULT=FAULT))
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]  # one trial errored
+    report = cli("report", "reported", "--csv", home=home, cwd=work)
+    index = home / "reports" / "reported" / "index.html"
+    assert str(index) in report.stdout
+    return {"home": home, "work": work, "index": index, "stdout": report.stdout}
+
+
+def panels_of(index: Path) -> dict[str, dict]:
+    page = index.read_text()
+    blocks = re.findall(r'<script type="application/json" class="panel-data" data-panel="([^"]+)">(.*?)</script>',
+                        page, re.S)
+    return {panel_id: json.loads(text.replace("<\\/", "</")) for panel_id, text in blocks}
+
+
+def mlflow_trials(home: Path) -> dict[str, object]:
+    return {run.data.tags[names.TRIAL_ID]: run for run in sweep_runs(home, "reported")}
+
+
+def same(shown, logged: float) -> bool:
+    return (shown is None and math.isnan(logged)) or (shown is not None and shown == pytest.approx(logged, abs=1e-9))
+
+
+def test_every_panel_shows_what_mlflow_holds(reported):
+    runs = mlflow_trials(reported["home"])
+    statuses = sorted(run.data.tags[names.TRIAL_STATUS] for run in runs.values())
+    assert statuses == sorted([names.COMPLETED, names.COMPLETED, names.STOPPED_EARLY, names.ERRORED]), statuses
+    panels = panels_of(reported["index"])
+    assert {"marker-rates", "learning-curves", "survival-heatmaps", "survival-strength", "leakage", "trials"} <= set(panels)
+    client = tracking.client(tracking.default_uri(reported["home"]))
+    checked = 0
+    for panel in panels.values():
+        for series in panel["series"]:
+            if panel["type"] == "curves":
+                run = runs[series["trial_id"]]
+                history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, series["metric"]))
+                assert [(p["x"], p["mean"]) for p in series["points"]] == [(s, pytest.approx(v)) for s, v in history]
+                assert series["stopped"] == (run.data.tags[names.TRIAL_STATUS] == names.STOPPED_EARLY)
+                checked += 1
+            elif panel["type"] == "table":
+                assert [row["trial_id"] for row in series["rows"]] and len(series["rows"]) == len(runs)
+                for row in series["rows"]:
+                    run = runs[row["trial_id"]]
+                    assert row["status"] == run.data.tags[names.TRIAL_STATUS]
+                    for metric, shown in row["metrics"].items():
+                        assert (shown is None) if metric not in run.data.metrics else same(shown, run.data.metrics[metric])
+                    checked += 1
+            else:
+                for point in series["points"]:
+                    metric = point.get("metric", series.get("metric"))
+                    finite = []
+                    for value in point["values"]:
+                        logged = runs[value["trial_id"]].data.metrics[metric]
+                        assert same(value["value"], logged), (panel["id"], metric, value)
+                        finite += [] if math.isnan(logged) else [logged]
+                        checked += 1
+                    if finite:
+                        assert point["mean"] == pytest.approx(sum(finite) / len(finite))
+                        assert point["interval"] == "min-max" and point["lo"] == min(finite) and point["hi"] == max(finite)
+    assert checked >= 20, checked
+
+
+def test_the_errored_trial_is_listed_with_the_resume_command(reported):
+    runs = mlflow_trials(reported["home"])
+    errored = [trial for trial, run in runs.items() if run.data.tags[names.TRIAL_STATUS] == names.ERRORED]
+    assert len(errored) == 1
+    assert "fault injected" in runs[errored[0]].data.tags[names.ERROR]
+    page = reported["index"].read_text()
+    assert f"{errored[0]} errored: " in page and "persona-sweep resume reported" in page
+    table = panels_of(reported["index"])["trials"]["series"][0]["rows"]
+    assert [row["status"] for row in table if row["trial_id"] == errored[0]] == [names.ERRORED]
+
+
+def test_the_parent_run_holds_one_copy_of_the_report(reported):
+    cli("report", "reported", home=reported["home"], cwd=reported["work"])  # a second time
+    uri = tracking.default_uri(reported["home"])
+    client = tracking.client(uri)
+    parent = client.search_runs([client.get_experiment_by_name("reported").experiment_id],
+                                filter_string=f"tags.{names.SWEEP_TAG} = 'reported'")[0]
+    listed = {artifact.path for artifact in client.list_artifacts(parent.info.run_id, "report")}
+    pngs = {path for path in listed if path.endswith(".png")}
+    assert "report/index.html" in listed and "report/trials.json" in listed
+    assert len(pngs) == len(panels_of(reported["index"]))
+    table = json.loads(Path(client.download_artifacts(parent.info.run_id, "report/trials.json",
+                                                      str(reported["work"]))).read_text())
+    assert len(table["data"]) == 4  # one row per trial: the second report replaced the first table
+    csv_rows = (reported["home"] / "reports" / "reported" / "trials.csv").read_text().strip().splitlines()
+    assert len(csv_rows) == 5
+
+
+def test_the_page_renders_in_a_browser(reported, tmp_path):
+    panels = panels_of(reported["index"])
+    with open_page(reported["index"]) as (page, console_errors):
+        for panel_id in panels:
+            page.locator(f"#figure-{panel_id} .main-svg").first.wait_for()
+        drawn = {panel_id: page.locator(f"#figure-{panel_id} .main-svg").count() for panel_id in panels}
+        shot = save_screenshot(page, tmp_path / "report.png")
+    print(f"screenshot: {shot}")
+    assert all(count > 0 for count in drawn.values()), drawn
+    assert not console_errors, console_errors
+    assert distinct_colours(shot) > 20  # a blank page has one or two
+
+
+def distinct_colours(png: Path) -> int:
+    from PIL import Image
+
+    with Image.open(png) as image:
+        return len(set(image.convert("RGB").resize((200, 400)).getdata()))
