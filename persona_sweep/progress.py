@@ -1,22 +1,30 @@
-"""Console progress while a sweep runs: one line per trial event instead of Ray's log flood.
+"""Console progress while a sweep runs: one line per trial event instead of Ray's log flood, and
+on a terminal a live tqdm bar under those lines (trials ended, elapsed, an estimate of the rest).
 
 The callback is stored with the Tuner and comes back on `resume`, so it keeps no state of its
-own beyond the record: counts come from the trial list Tune passes in. It also tags MLflow
-child runs that only the driver knows the end of (stopped early by ASHA, errored).
+own beyond the record: counts come from the trial list Tune passes in, and the bar is made anew
+on the driver each time the sweep runs, never pickled. It also tags MLflow child runs that only
+the driver knows the end of (stopped early by ASHA, errored).
 """
 from __future__ import annotations
 
+import shutil
+import sys
 import time
 from pathlib import Path
 
 from ray.tune import Callback
+from tqdm import tqdm
 
 from persona_sweep import names, tracking
+
+ENDED_AS = ("done", "stopped", "errored")
 
 
 def say(log: Path, line: str) -> None:
     stamped = f"{time.strftime('%H:%M:%S')} {line}"
-    print(stamped, flush=True)
+    tqdm.write(stamped)  # above a live bar, which it redraws; with no bar, exactly a print
+    sys.stdout.flush()
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a") as handle:
         handle.write(stamped + "\n")
@@ -26,10 +34,44 @@ def describe(trial) -> str:
     return f"{trial.trial_id:>14} " + " ".join(f"{key}={value}" for key, value in trial.config.items())
 
 
-def tally(trials, total: int) -> str:
+def reached_the_end(trial, final_metric: str) -> bool:
+    """ASHA's stop also leaves a trial TERMINATED; only a trial that ran to the end reported this."""
+    return final_metric in (trial.last_result or {})
+
+
+def trial_counts(trials, final_metric: str) -> dict[str, int]:
+    """Trials by where they stand; pending ones (not started, or waiting for a resume) are in none."""
+    counts = dict.fromkeys((*ENDED_AS, "running"), 0)
+    for trial in trials:
+        if trial.status == "TERMINATED":
+            counts["done" if reached_the_end(trial, final_metric) else "stopped"] += 1
+        elif trial.status == "ERROR":
+            counts["errored"] += 1
+        elif trial.status == "RUNNING":
+            counts["running"] += 1
+    return counts
+
+
+def ended(counts: dict[str, int]) -> int:
+    return sum(counts[outcome] for outcome in ENDED_AS)
+
+
+def tally(counts: dict[str, int], total: int) -> str:
     """Tune creates trials lazily, so the total comes from the sweep record."""
-    finished = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
-    return f"[{finished}/{total} done]"
+    return f"[{ended(counts)}/{total} done]"
+
+
+def live_bar(total: int, ended_before: int, counts: str) -> tqdm:
+    """Starting at the trials a resume found ended keeps them out of the rate the estimate uses;
+    smoothing=0 makes that rate the mean since the start (trials end in bursts, an EMA swings);
+    miniters=0 lets update(0) redraw the elapsed time between trial ends, once a second at most.
+    The size is shutil's, not tqdm's own: a pseudo-terminal that reports 0x0 (`script -c`, some
+    CI runners) gets 80x24 instead of a hidden bar; one column less, as tqdm does, never wraps.
+    No rate in the format: the counts need the room on 80 columns, and the estimate says it."""
+    size = shutil.get_terminal_size()
+    return tqdm(total=total, initial=ended_before, desc="trials", postfix=counts, file=sys.stdout,
+                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]",
+                ncols=size.columns - 1, nrows=size.lines, smoothing=0, mininterval=1, miniters=0)
 
 
 def result_line(result: dict, steps: int) -> str | None:
@@ -72,8 +114,39 @@ class SweepProgress(Callback):
         spec = record.config
         self.final_metric, self.steps = spec.FINAL_METRIC, spec.total_steps()
 
+    def __getstate__(self):
+        # Pickled with the Tuner: a live bar (an open terminal, a lock) cannot be, nor is it wanted back.
+        return {key: value for key, value in self.__dict__.items() if key != "bar"}
+
+    def setup(self, **info):
+        """Tune calls this on the driver as a run or a resume starts: the one place that decides
+        between a live bar and plain lines (a resume may run where the first run had no terminal)."""
+        self.on_terminal = sys.stdout.isatty()
+        self.bar = None  # made at the first step, once a resume's restored trials are in the list
+
     def say(self, trials, line: str) -> None:
-        say(self.log, f"{tally(trials, self.record.trial_count)} {line}")
+        say(self.log, f"{tally(trial_counts(trials, self.final_metric), self.record.trial_count)} {line}")
+
+    def show(self, trials) -> None:
+        if not self.on_terminal:
+            return
+        counts = trial_counts(trials, self.final_metric)
+        counted = " ".join(f"{outcome} {count}" for outcome, count in counts.items())
+        if self.bar is None:
+            self.bar = live_bar(self.record.trial_count, ended(counts), counted)
+        self.bar.set_postfix_str(counted, refresh=False)
+        self.bar.update(ended(counts) - self.bar.n)
+
+    def on_step_end(self, iteration, trials, **info):
+        self.show(trials)
+
+    def on_experiment_end(self, trials, **info):
+        # Also on Ctrl-C. Closing draws the bar's last state and ends its line, so the summary
+        # printed next starts clean.
+        self.show(trials)
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.say(trials, f"start   {describe(trial)}")
@@ -86,7 +159,7 @@ class SweepProgress(Callback):
             self.say(trials, f"{kind:<7} {trial.trial_id:>14} {line}")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        finished = self.final_metric in (trial.last_result or {})
+        finished = reached_the_end(trial, self.final_metric)
         if not finished:
             tracking.set_trial_status(self.record, trial.trial_id, names.STOPPED_EARLY, trial.config)
         step = (trial.last_result or {}).get(names.TRAIN_STEP, 0)
