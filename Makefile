@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast bench clean system-chromium
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3.11 -m venv $(VENV)
@@ -19,8 +19,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/persona-sweep demo
 
+# Browser tests drive the system Chromium (playwright never downloads a browser); we run as root.
+system-chromium:
+	test -x /usr/bin/chromium || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
+
 # The whole suite, integration included. pytest exits 5 when it collects nothing: make fails then too.
-test: $(STAMP)
+test: $(STAMP) system-chromium
 	$(VENV)/bin/pytest -p no:cacheprovider --timeout 1800 --durations=15
 
 test-fast: $(STAMP)

@@ -145,16 +145,113 @@ def report(sweep_names, out, with_csv, tracking_uri):
     click.echo(f"report: {built.index} ({len(built.panels)} panels)")
 
 
+# MLflow 3.17's UI shows an experiment as GenAI or model training by its own switch (this URL
+# parameter, else the browser's last choice, GenAI at first), not by the experiment's
+# mlflow.experimentKind tag. Without the parameter (until the user flips that switch), an
+# experiment opens on an empty GenAI overview.
+MODEL_TRAINING_VIEW = "workflowType=machine_learning"
+
+
 @main.command()
+@click.argument("name", required=False)
 @click.option("--port", default=5000, show_default=True)
-def ui(port):
-    """Open the MLflow UI for this home's runs, on 127.0.0.1 only."""
+@user_errors
+def ui(name, port):
+    """Serve the MLflow UI on 127.0.0.1 only. With NAME, open that sweep's trials side by side:
+    MLflow's compare-runs page, parallel coordinates over the grid's axes and the metrics."""
     from persona_sweep import engine, tracking
 
-    uri = tracking.default_uri(engine.home())
-    click.echo(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C to stop)")
-    os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-                               "--host", "127.0.0.1", "--port", str(port)])
+    server = f"http://127.0.0.1:{port}"
+    if name is None:
+        click.echo(f"MLflow UI on {server}/#/experiments?{MODEL_TRAINING_VIEW} (Ctrl-C to stop)")
+        sys.exit(serve_mlflow_ui(tracking.default_uri(engine.home()), port))
+    record = engine.SweepRecord.load(name)
+    remote = record.mlflow_uri.startswith(("http://", "https://"))  # a tracking server serves its own UI
+    url = print_sweep_pages(record.mlflow_uri.rstrip("/") if remote else server, record)
+    if remote:
+        open_in_browser(url)
+        return
+    click.echo("Ctrl-C to stop")
+    sys.exit(serve_mlflow_ui(record.mlflow_uri, port, open_when_up=url))
+
+
+def print_sweep_pages(server: str, record) -> str:
+    """Prints the sweep's pages in the model-training view; returns the one to open: MLflow's
+    compare-runs page for the child runs (the UI's getCompareRunPageRoute), or the experiment's
+    runs while no trial has a run yet. The runs page shows the parent run's sweep metrics."""
+    import json
+    from urllib.parse import quote
+
+    from persona_sweep import tracking
+
+    runs_page = f"{server}/#/experiments/{record.experiment_id}/runs?{MODEL_TRAINING_VIEW}"
+    runs = sorted(tracking.child_runs(record.mlflow_uri, record.experiment_id),
+                  key=lambda run: run.data.tags[names.TRIAL_ID])
+    if not runs:
+        click.echo(f"sweep '{record.name}': no trial has a run yet; its runs at {runs_page}")
+        return runs_page
+
+    def as_query_value(ids: list[str]) -> str:
+        return quote(json.dumps(ids, separators=(",", ":")), safe="")
+
+    compare_page = (f"{server}/#/compare-runs?runs={as_query_value([run.info.run_id for run in runs])}"
+                    f"&experiments={as_query_value([record.experiment_id])}&{MODEL_TRAINING_VIEW}")
+    click.echo(f"sweep '{record.name}': its {len(runs)} trials side by side at {compare_page}")
+    click.echo(f"all its runs, the sweep's own metrics on its parent run: {runs_page}")
+    return compare_page
+
+
+def serve_mlflow_ui(uri: str, port: int, open_when_up: str | None = None) -> int:
+    """MLflow's UI for `uri` on 127.0.0.1 until Ctrl-C; MLflow's exit code (1 when the port is
+    taken, say). The browser opens `open_when_up` once the server answers: opened earlier, it
+    would show a refused connection."""
+    import subprocess
+
+    # One worker: a UI for one person. MLflow's default four each import MLflow before the first
+    # answer, which takes minutes on a busy 2-core machine.
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"])
+    try:
+        if open_when_up and answers_soon(port, server):
+            open_in_browser(open_when_up)
+        return server.wait()
+    except KeyboardInterrupt:
+        return 0  # the terminal sent Ctrl-C to the server as well: it is shutting down
+    finally:
+        if server.poll() is None:
+            server.terminate()
+        server.wait()
+
+
+def answers_soon(port: int, server, timeout_s: float = 180) -> bool:
+    """True once MLflow answers on `port`; False when it exited or stayed silent."""
+    import urllib.request
+
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1 never goes through a proxy
+    deadline = time.monotonic() + timeout_s
+    while server.poll() is None and time.monotonic() < deadline:
+        try:
+            direct.open(f"http://127.0.0.1:{port}/health", timeout=2).close()
+            return True
+        except OSError:
+            time.sleep(0.5)
+    return False
+
+
+def open_in_browser(url: str) -> None:
+    """Where a graphical browser exists; elsewhere (ssh, a server) the printed URL is the way in.
+    Without a display, Python's webbrowser finds only text browsers, which cannot run MLflow's
+    JavaScript and would take over the terminal; $BROWSER, when set, is the user's choice."""
+    import webbrowser
+
+    no_display = sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
+                                                           or os.environ.get("WAYLAND_DISPLAY"))
+    if no_display and not os.environ.get("BROWSER"):
+        return
+    try:
+        webbrowser.open(url)
+    except webbrowser.Error:
+        pass  # no browser: the printed URL stands
 
 
 @main.command()

@@ -304,6 +304,7 @@ def fit(record: SweepRecord, resume: bool = False, max_concurrent: int | None = 
     # Ctrl-C: Tune stops the trials and returns; runs still `running` were cut off.
     outcome = Outcome(errored=len(results.errors),
                       interrupted=tracking.tag_interrupted(record.mlflow_uri, record.experiment_id))
+    tracking.log_sweep_metrics(record)  # after the statuses above are final
     ended = "FAILED" if outcome.errored else "KILLED" if outcome.interrupted else "FINISHED"
     mlflow.set_terminated(record.parent_run_id, ended)
     return outcome

@@ -91,6 +91,8 @@ DATA_HASH = "data_hash"
 GIT_SHA = "git_sha"
 ERROR = "error"
 PARENT_RUN_ID = "mlflow.parentRunId"
+EXPERIMENT_KIND = "mlflow.experimentKind"  # an experiment tag: GenAI or model training, for MLflow's UI
+MODEL_TRAINING = "custom_model_development"  # its value for runs of training (the others: traces of apps)
 MARKER_STAGE_REUSED = "marker_stage_reused"  # "true" when another trial trained this marker stage
 MARKER_STAGE_KEY = "marker_stage_key"  # hash of what shapes the marker stage
 BASE_WEIGHTS_SHA256 = "base_weights_sha256"
@@ -105,3 +107,12 @@ STOPPED_EARLY = "stopped_early"
 ERRORED = "errored"
 INTERRUPTED = "interrupted"
 ENDED = (COMPLETED, STOPPED_EARLY)  # never re-run by `resume`
+
+# ---- parent run metrics (the sweep as a whole; logged when `run` or `resume` ends) ------------
+TRIALS = "trials"  # the sweep's trial count; then one count per status, named after it:
+STATUS_COUNTS = (COMPLETED, STOPPED_EARLY, ERRORED, INTERRUPTED)
+
+
+def best(metric: str) -> str:
+    """The best value of a trial metric over the sweep's trials: `best_marker_specificity`."""
+    return f"best_{metric}"

@@ -7,6 +7,7 @@ the tracking URI explicitly: workers do not inherit the driver's MLflow settings
 """
 from __future__ import annotations
 
+import math
 import subprocess
 import time
 from importlib import metadata
@@ -36,7 +37,9 @@ def experiment_exists(uri: str, name: str) -> bool:
 
 def create_parent_run(uri: str, experiment: str, artifact_root: Path, sweep_name: str, params: dict, tags: dict):
     mlflow = client(uri)
-    experiment_id = mlflow.create_experiment(experiment, artifact_location=artifact_root.as_uri())
+    # Tagged as model training, for MLflow UIs that read the tag (3.17's does not: cli.MODEL_TRAINING_VIEW).
+    experiment_id = mlflow.create_experiment(experiment, artifact_location=artifact_root.as_uri(),
+                                             tags={names.EXPERIMENT_KIND: names.MODEL_TRAINING})
     run = mlflow.create_run(experiment_id, run_name=sweep_name, tags={names.SWEEP_TAG: sweep_name, **tags})
     mlflow.log_batch(run.info.run_id, params=[_param(k, v) for k, v in params.items()])
     return experiment_id, run.info.run_id
@@ -122,6 +125,34 @@ def tag_interrupted(uri: str, experiment_id: str) -> int:
     for run in running:
         end_run(mlflow, run.info.run_id, names.INTERRUPTED)
     return len(running)
+
+
+def log_sweep_metrics(record) -> None:
+    """The parent run's own metrics, so MLflow's runs table and charts show the sweep at a glance:
+    trials by status, and the best final value of the scheduler's metric and of detection_gap.
+    Logged at step 0 after every `run` and `resume`: the latest values replace the earlier ones."""
+    from mlflow.entities import Metric
+
+    runs = child_runs(record.mlflow_uri, record.experiment_id)
+    statuses = [run.data.tags.get(names.TRIAL_STATUS) for run in runs]
+    metrics = {names.TRIALS: record.trial_count, **{status: statuses.count(status) for status in names.STATUS_COUNTS}}
+    scheduler = record.config.scheduler
+    # A larger detection gap: the marker survives benign fine-tuning better than emergent misalignment.
+    for metric, mode in ((scheduler.metric, scheduler.mode), (names.DETECTION_GAP, "max")):
+        best = best_final_value(runs, metric, mode)
+        if best is not None:
+            metrics[names.best(metric)] = best
+    now = int(time.time() * 1000)
+    client(record.mlflow_uri).log_batch(record.parent_run_id,
+                                        metrics=[Metric(key, float(value), now, 0) for key, value in metrics.items()])
+
+
+def best_final_value(runs: list, metric: str, mode: str) -> float | None:
+    """Each trial's last logged value (as Tune ranks by default), best over trials; NaN is no value."""
+    values = [run.data.metrics[metric] for run in runs if math.isfinite(run.data.metrics.get(metric, math.nan))]
+    if not values:
+        return None
+    return max(values) if mode == "max" else min(values)
 
 
 class TrialRun:
