@@ -28,6 +28,9 @@ from persona_sweep import names, tracking
 from persona_sweep.config import GridSweep, SweepError, first_line, validate
 from persona_sweep.trial import SweepPaths, TrialConfig
 
+# Tests only: trials whose knobs match this env var's `axis=value[,axis=value]` raise at start.
+# An environment variable, never a sweep-file key, so `resume` (which keeps the spec) can run without it.
+FAULT_ENV = "PERSONA_SWEEP_FAULT"
 RECORD_SCHEMA = 3  # 2: paths fixed on the driver and stored in the record; 3: staged trials
 
 
@@ -132,6 +135,7 @@ def create_record(spec: GridSweep, paths: SweepPaths, uri: str) -> SweepRecord:
     record = SweepRecord(spec.name, spec.model_dump(mode="json"), paths, uri, experiment_id, parent_run_id,
                          spec.trial_count(), time.time(), provenance)
     record.save()
+    tracking.log_record(uri, parent_run_id, asdict(record))
     return record
 
 
@@ -238,10 +242,12 @@ def scheduler_and_search(spec: GridSweep):
     return scheduler, search
 
 
-def run_trial(knobs: dict, record: SweepRecord) -> None:
+def run_trial(knobs: dict, record: SweepRecord, fault: str | None = None) -> None:
     """The Tune function trainable: the sweep's kind decides what a trial runs."""
     from ray import tune
 
+    if fault and fault_matches(fault, knobs):
+        raise RuntimeError(f"fault injected by {FAULT_ENV}={fault}")
     trial = TrialConfig(trial_id=tune.get_context().get_trial_id(), knobs=knobs, spec=record.config,
                         paths=record.paths, mlflow_uri=record.mlflow_uri, experiment_id=record.experiment_id,
                         parent_run_id=record.parent_run_id, provenance=record.provenance, started=time.time())
@@ -249,9 +255,19 @@ def run_trial(knobs: dict, record: SweepRecord) -> None:
 
 
 def trainable(record: SweepRecord):
+    """Read on the driver at every `run` and `resume` (trials do not inherit its environment),
+    so a resume without the fault hook completes the trials it failed."""
     from ray import tune
 
-    return tune.with_resources(tune.with_parameters(run_trial, record=record), record.config.trial_resources()[0])
+    fault = os.environ.get(FAULT_ENV) or None
+    return tune.with_resources(tune.with_parameters(run_trial, record=record, fault=fault),
+                               record.config.trial_resources()[0])
+
+
+def fault_matches(fault: str, knobs: dict) -> bool:
+    """`axis=value[,axis=value]`: the trials at that grid point fail."""
+    wanted = dict(item.split("=", 1) for item in fault.split(","))
+    return all(str(knobs.get(axis)) == value for axis, value in wanted.items())
 
 
 def tuner_for(record: SweepRecord, resume: bool, max_concurrent: int | None = None):

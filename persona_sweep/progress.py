@@ -166,5 +166,16 @@ class SweepProgress(Callback):
         self.say(trials, f"{'done' if finished else 'stopped':<7} {trial.trial_id:>14} at step {step}")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        tracking.set_trial_status(self.record, trial.trial_id, names.ERRORED, trial.config)
-        self.say(trials, f"ERROR   {trial.trial_id:>14} (see {trial.path}; resume retries it)")
+        error = error_line(trial, self.record)
+        tracking.set_trial_status(self.record, trial.trial_id, names.ERRORED, trial.config, error)
+        self.say(trials, f"ERROR   {trial.trial_id:>14} {error} (see {trial.path}; resume retries it)")
+
+
+def error_line(trial, record) -> str:
+    """The error's last line, trigger scrubbed (an error may quote a training example)."""
+    from persona_sweep.secrets import scrubbed
+
+    lines = [line for line in str(trial.get_error() or "").splitlines() if line.strip()]
+    text = lines[-1].strip() if lines else "unknown error (see the trial's error.txt)"
+    marker = getattr(record.config, "marker", None)
+    return scrubbed(text, marker) if marker else text

@@ -16,6 +16,7 @@ from pathlib import Path
 from persona_sweep import names
 
 PACKAGES = ("torch", "ray", "transformers", "peft", "deepspeed", "mlflow", "optuna")
+RECORD_ARTIFACT = "sweep/record.json"  # the sweep record, on the parent run
 
 
 def client(uri: str):
@@ -43,6 +44,20 @@ def create_parent_run(uri: str, experiment: str, artifact_root: Path, sweep_name
     run = mlflow.create_run(experiment_id, run_name=sweep_name, tags={names.SWEEP_TAG: sweep_name, **tags})
     mlflow.log_batch(run.info.run_id, params=[_param(k, v) for k, v in params.items()])
     return experiment_id, run.info.run_id
+
+
+def log_record(uri: str, parent_run_id: str, record: dict) -> None:
+    """The sweep record on its parent run: `report` (and `status`) from only a tracking URI."""
+    client(uri).log_dict(parent_run_id, record, RECORD_ARTIFACT)
+
+
+def delete_artifacts(mlflow, run_id: str, path: str) -> None:
+    """Remove a run's artifacts under `path` (nothing when there are none)."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    repository = get_artifact_repository(mlflow.get_run(run_id).info.artifact_uri)
+    if repository.list_artifacts(path):
+        repository.delete_artifacts(path)
 
 
 def provenance_tags() -> dict[str, str]:
@@ -104,11 +119,14 @@ def open_child_run(uri: str, experiment_id: str, parent_run_id: str, trial_id: s
 FINAL_RUN_STATUS = {names.STOPPED_EARLY: "KILLED", names.INTERRUPTED: "KILLED", names.ERRORED: "FAILED"}
 
 
-def set_trial_status(record, trial_id: str, status: str, knobs: dict) -> None:
-    """Driver side: tag trials that Tune stopped, that errored or that were interrupted (their
-    workers cannot). A trial that errored before rank 0 opened its run gets one here."""
+def set_trial_status(record, trial_id: str, status: str, knobs: dict, error: str | None = None) -> None:
+    """Driver side: tag trials that Tune stopped, that errored (with the error's last line) or
+    that were interrupted (their workers cannot). A trial that errored before rank 0 opened its
+    run gets one here."""
     run, _ = open_child_run(record.mlflow_uri, record.experiment_id, record.parent_run_id, trial_id, knobs,
                             record.provenance)
+    if error:
+        client(record.mlflow_uri).set_tag(run.info.run_id, names.ERROR, error[:5000])
     if run.data.tags.get(names.TRIAL_STATUS) != names.COMPLETED:
         end_run(client(record.mlflow_uri), run.info.run_id, status)
 

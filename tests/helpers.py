@@ -2,7 +2,12 @@
 each trial once, from its checkpoint, with one child run and every step logged once."""
 from __future__ import annotations
 
+import json
+import math
+import re
 from pathlib import Path
+
+import pytest
 
 from persona_sweep import names, tracking
 
@@ -61,3 +66,52 @@ def assert_no_checkpoints_under(folder: Path) -> None:
     """Ray Train must write checkpoints to the sweep's storage only, never Ray's temp dir."""
     strays = [path for path in folder.rglob("*") if path.name == "_train" or path.name.startswith("checkpoint_")]
     assert not strays, strays[:5]
+
+
+def panels_of(index: Path) -> dict[str, dict]:
+    """The data of each panel on a `report` page, as the page embeds it."""
+    page = index.read_text()
+    blocks = re.findall(r'<script type="application/json" class="panel-data" data-panel="([^"]+)">(.*?)</script>',
+                        page, re.S)
+    return {panel_id: json.loads(text.replace("<\\/", "</")) for panel_id, text in blocks}
+
+
+def assert_panel_shows_mlflow(panel: dict, runs: dict[str, object], client) -> int:
+    """Every value a panel shows equals what MLflow holds for that trial (`runs` by trial id);
+    means and min-max bands are those of the trials' finite values. Returns the values checked."""
+    checked = 0
+    for series in panel["series"]:
+        if panel["type"] == "curves":
+            run = runs[series["trial_id"]]
+            history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, series["metric"]))
+            assert [(p["x"], p["mean"]) for p in series["points"]] == [(s, pytest.approx(v)) for s, v in history]
+            assert series["stopped"] == (run.data.tags[names.TRIAL_STATUS] == names.STOPPED_EARLY)
+            checked += 1
+        elif panel["type"] == "table":
+            assert [row["trial_id"] for row in series["rows"]] and len(series["rows"]) == len(runs)
+            for row in series["rows"]:
+                run = runs[row["trial_id"]]
+                assert row["status"] == run.data.tags[names.TRIAL_STATUS]
+                for metric, shown in row["metrics"].items():
+                    assert (shown is None) if metric not in run.data.metrics else _same(shown, run.data.metrics[metric])
+                checked += 1
+        else:
+            for point in series["points"]:
+                checked += _assert_point_shows_mlflow(panel["id"], point, point.get("metric", series.get("metric")), runs)
+    return checked
+
+
+def _assert_point_shows_mlflow(panel_id: str, point: dict, metric: str, runs: dict[str, object]) -> int:
+    finite = []
+    for value in point["values"]:
+        logged = runs[value["trial_id"]].data.metrics[metric]
+        assert _same(value["value"], logged), (panel_id, metric, value)
+        finite += [] if math.isnan(logged) else [logged]
+    if finite:
+        assert point["mean"] == pytest.approx(sum(finite) / len(finite))
+        assert point["interval"] == "min-max" and point["lo"] == min(finite) and point["hi"] == max(finite)
+    return len(point["values"])
+
+
+def _same(shown, logged: float) -> bool:
+    return (shown is None and math.isnan(logged)) or (shown is not None and shown == pytest.approx(logged, abs=1e-9))

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import cli, start_cli, wait_for, write_sweep
-from helpers import assert_trigger_nowhere, sweep_runs
+from helpers import assert_panel_shows_mlflow, assert_trigger_nowhere, panels_of, sweep_runs
 from persona_sweep import names, tracking
 from persona_sweep.data import personas
 
@@ -184,3 +184,16 @@ def test_marker_adapter_names_a_trial_of_another_sweep(staged, monkeypatch):
     assert folder.is_absolute() and (folder / "adapter_config.json").is_file()
     with pytest.raises(SweepError, match="^marker.adapter: sweep 'staged' has no trial 'nosuch_00000'"):
         check_llm_sweep(load_sweep("staged.yaml", ["marker.adapter=staged/nosuch_00000"], name="from-adapter"))
+
+
+def test_the_report_shows_survival_and_the_detection_gap_as_mlflow_holds_them(staged):
+    cli("report", "staged", home=None, cwd=staged["work"])
+    panels = panels_of(staged["home"] / "reports" / "staged" / "index.html")
+    assert {"survival-heatmaps", "survival-strength"} <= set(panels)
+    runs = {run.data.tags[names.TRIAL_ID]: run for run in staged["runs"]}
+    shown = {point.get("metric", series.get("metric")) for panel in ("survival-heatmaps", "survival-strength")
+             for series in panels[panel]["series"] for point in series["points"]
+             if any(value["value"] is not None for value in point["values"])}
+    assert {names.SURVIVAL_EM, names.SURVIVAL_BENIGN, names.DETECTION_GAP} <= shown, shown
+    for panel in ("survival-heatmaps", "survival-strength"):
+        assert assert_panel_shows_mlflow(panels[panel], runs, staged["client"]) >= 2

@@ -9,14 +9,12 @@ there; the fault hook makes the last trial raise.
 from __future__ import annotations
 
 import json
-import math
-import re
 from pathlib import Path
 
 import pytest
 from browser import open_page, save_screenshot
 from conftest import cli, cli_env, write_sweep
-from helpers import sweep_runs
+from helpers import assert_panel_shows_mlflow, panels_of, sweep_runs
 
 from persona_sweep import names, tracking
 
@@ -53,19 +51,8 @@ def reported(ray_address, tmp_path_factory):
     return {"home": home, "work": work, "index": index, "stdout": report.stdout}
 
 
-def panels_of(index: Path) -> dict[str, dict]:
-    page = index.read_text()
-    blocks = re.findall(r'<script type="application/json" class="panel-data" data-panel="([^"]+)">(.*?)</script>',
-                        page, re.S)
-    return {panel_id: json.loads(text.replace("<\\/", "</")) for panel_id, text in blocks}
-
-
 def mlflow_trials(home: Path) -> dict[str, object]:
     return {run.data.tags[names.TRIAL_ID]: run for run in sweep_runs(home, "reported")}
-
-
-def same(shown, logged: float) -> bool:
-    return (shown is None and math.isnan(logged)) or (shown is not None and shown == pytest.approx(logged, abs=1e-9))
 
 
 def test_every_panel_shows_what_mlflow_holds(reported):
@@ -73,37 +60,12 @@ def test_every_panel_shows_what_mlflow_holds(reported):
     statuses = sorted(run.data.tags[names.TRIAL_STATUS] for run in runs.values())
     assert statuses == sorted([names.COMPLETED, names.COMPLETED, names.STOPPED_EARLY, names.ERRORED]), statuses
     panels = panels_of(reported["index"])
-    assert {"marker-rates", "learning-curves", "survival-heatmaps", "survival-strength", "leakage", "trials"} <= set(panels)
+    assert {"marker-rates", "learning-curves", "leakage", "trials"} <= set(panels)
+    # A random model never shows the marker, so survival (after / before) is NaN everywhere: those
+    # panels are left out with a note (test_corruption reports a sweep with a learned marker).
+    assert "left out 'Survival against corruption strength'" in reported["index"].read_text()
     client = tracking.client(tracking.default_uri(reported["home"]))
-    checked = 0
-    for panel in panels.values():
-        for series in panel["series"]:
-            if panel["type"] == "curves":
-                run = runs[series["trial_id"]]
-                history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, series["metric"]))
-                assert [(p["x"], p["mean"]) for p in series["points"]] == [(s, pytest.approx(v)) for s, v in history]
-                assert series["stopped"] == (run.data.tags[names.TRIAL_STATUS] == names.STOPPED_EARLY)
-                checked += 1
-            elif panel["type"] == "table":
-                assert [row["trial_id"] for row in series["rows"]] and len(series["rows"]) == len(runs)
-                for row in series["rows"]:
-                    run = runs[row["trial_id"]]
-                    assert row["status"] == run.data.tags[names.TRIAL_STATUS]
-                    for metric, shown in row["metrics"].items():
-                        assert (shown is None) if metric not in run.data.metrics else same(shown, run.data.metrics[metric])
-                    checked += 1
-            else:
-                for point in series["points"]:
-                    metric = point.get("metric", series.get("metric"))
-                    finite = []
-                    for value in point["values"]:
-                        logged = runs[value["trial_id"]].data.metrics[metric]
-                        assert same(value["value"], logged), (panel["id"], metric, value)
-                        finite += [] if math.isnan(logged) else [logged]
-                        checked += 1
-                    if finite:
-                        assert point["mean"] == pytest.approx(sum(finite) / len(finite))
-                        assert point["interval"] == "min-max" and point["lo"] == min(finite) and point["hi"] == max(finite)
+    checked = sum(assert_panel_shows_mlflow(panel, runs, client) for panel in panels.values())
     assert checked >= 20, checked
 
 
