@@ -175,7 +175,10 @@ def error_line(trial, record) -> str:
     """The error's last line, trigger scrubbed (an error may quote a training example)."""
     from persona_sweep.secrets import scrubbed
 
-    lines = [line for line in str(trial.get_error() or "").splitlines() if line.strip()]
+    # The driver's staging copy: Tune syncs it to storage (where get_error reads) only later.
+    staged = Path(trial.error_file) if trial.error_file else None
+    text = staged.read_text() if staged and staged.is_file() else str(trial.get_error() or "")
+    lines = [line for line in text.splitlines() if line.strip()]
     text = lines[-1].strip() if lines else "unknown error (see the trial's error.txt)"
     marker = getattr(record.config, "marker", None)
     return scrubbed(text, marker) if marker else text

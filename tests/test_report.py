@@ -63,7 +63,7 @@ def test_every_panel_shows_what_mlflow_holds(reported):
     assert {"marker-rates", "learning-curves", "leakage", "trials"} <= set(panels)
     # A random model never shows the marker, so survival (after / before) is NaN everywhere: those
     # panels are left out with a note (test_corruption reports a sweep with a learned marker).
-    assert "left out 'Survival against corruption strength'" in reported["index"].read_text()
+    assert "left out 'Survival against corruption strength'" in reported["stdout"]
     client = tracking.client(tracking.default_uri(reported["home"]))
     checked = sum(assert_panel_shows_mlflow(panel, runs, client) for panel in panels.values())
     assert checked >= 20, checked

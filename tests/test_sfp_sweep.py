@@ -1,4 +1,5 @@
-"""The toy world through the sweep engine: Tune trials, MLflow child runs, Pareto front on the parent."""
+"""The toy world through the sweep engine: Tune trials, MLflow child runs, Pareto front on the
+parent, and its report (the Pareto front and steering KL against the random control)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from conftest import cli
-from persona_sweep import tracking
+from helpers import assert_panel_shows_mlflow, panels_of
+from persona_sweep import names, tracking
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
@@ -32,3 +34,12 @@ def test_persona_engineering_sweep_runs_through_the_engine(ray_address, home, tm
     artifacts = {artifact.path for artifact in client.list_artifacts(parent.info.run_id)}
     assert {"pareto_front.png", "trials.json"} <= artifacts
     assert cli("status", "sfp-small", home=home).stdout.count("completed") == 4
+
+    cli("report", "sfp-small", home=home)
+    panels = panels_of(home / "reports" / "sfp-small" / "index.html")
+    assert {"pareto-front", "steering-kl", "trials"} <= set(panels) and "survival-heatmaps" not in panels
+    by_trial = {run.data.tags[names.TRIAL_ID]: run for run in runs}
+    assert {series["name"] for series in panels["steering-kl"]["series"]} == {"steer", "random_steer"}
+    for series in panels["steering-kl"]["series"]:
+        assert [point["x"] for point in series["points"]] == [0.5, 1.0, 2.0, 4.0]
+    assert assert_panel_shows_mlflow(panels["steering-kl"], by_trial, client) == 2 * 4 * 4  # lines x scales x trials

@@ -57,7 +57,7 @@ def plotly_heatmap(panel, go):
                            texttemplate="%{text}",
                            hovertext=[[hover(cells[y, x]) if (y, x) in cells else "" for x in xs] for y in ys],
                            hoverinfo="text")
-        figure.update_xaxes(title_text=panel["x"], row=row, col=1)
+        figure.update_xaxes(title_text=panel["x_label"], row=row, col=1)
         figure.update_yaxes(title_text=panel["y"], row=row, col=1)
     low, high = panel.get("range") or (None, None)
     figure.update_layout(height=260 * len(panel["series"]) + 80,
@@ -80,7 +80,7 @@ def plotly_lines(panel, go):
         figure.add_scatter(name=series["name"], x=[p["x"] for p in points], y=[p["mean"] for p in points],
                            mode="lines+markers", error_y=error_bars(points), hovertext=[hover(p) for p in points],
                            hoverinfo="text+name")
-    figure.update_xaxes(title_text=panel["x"], type="log" if panel.get("log_x") else None)
+    figure.update_xaxes(title_text=panel["x_label"], type="log" if panel.get("log_x") else None)
     return figure
 
 
@@ -94,7 +94,7 @@ def plotly_curves(panel, go):
                                marker={"symbol": "x", "size": 14, "color": "black"}, legendgroup=series["name"],
                                showlegend=False, hovertext=[f"{series['trial_id']}: stopped early by ASHA"],
                                hoverinfo="text")
-    figure.update_xaxes(title_text=panel["x"])
+    figure.update_xaxes(title_text=panel["x_label"])
     figure.update_yaxes(title_text=panel["series"][0]["metric"] if panel["series"] else "")
     return figure
 
@@ -195,7 +195,7 @@ def png_heatmap(panel, plt):
                 if (y, x) in cells:
                     axis.text(col, row, fmt(cells[y, x]["mean"]), ha="center", va="center", fontsize=8)
         axis.set_title(series["name"], fontsize=9)
-        axis.set_xlabel(panel["x"])
+        axis.set_xlabel(panel["x_label"])
         axis.set_ylabel(panel["y"])
         figure.colorbar(image, ax=axis)
     return figure
@@ -210,7 +210,7 @@ def png_lines(panel, plt):
                       label=series["name"])
     if panel.get("log_x"):
         axis.set_xscale("log")
-    axis.set_xlabel(panel["x"])
+    axis.set_xlabel(panel["x_label"])
     finish_axis(axis, panel)
     return figure
 
@@ -222,7 +222,7 @@ def png_curves(panel, plt):
         (line,) = axis.plot(xs, ys, marker=".", label=series["name"])
         if series["stopped"]:
             axis.plot(xs[-1:], ys[-1:], marker="x", markersize=12, color="black")
-    axis.set_xlabel(panel["x"])
+    axis.set_xlabel(panel["x_label"])
     axis.set_ylabel(panel["series"][0]["metric"] if panel["series"] else "")
     finish_axis(axis, panel)
     return figure

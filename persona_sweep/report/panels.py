@@ -41,6 +41,7 @@ class Panel:
     facet: str | None = None
     range: list[float] | None = None
     log_x: bool = False
+    x_label: str | None = None  # the x axis title, where `x` is not itself a good one
 
 
 def load_panels(folder: Path = DASHBOARDS / "panels") -> list[Panel]:
@@ -66,7 +67,8 @@ def panel_data(panel: Panel, sweeps: list[Sweep]) -> tuple[dict | None, str | No
         return None, f"left out '{panel.title}': {missing}"
     series = BUILDERS[panel.type](panel, [s for s in sweeps if s.kind in panel.kinds])
     return {"id": panel.id, "title": panel.title, "type": panel.type, "x": panel.x, "y": panel.y,
-            "facet": panel.facet, "range": panel.range, "log_x": panel.log_x, "series": series}, None
+            "facet": panel.facet, "range": panel.range, "log_x": panel.log_x, "x_label": panel.x_label or panel.x,
+            "series": series}, None
 
 
 def missing_inputs(panel: Panel, sweeps: list[Sweep]) -> str | None:
@@ -194,6 +196,8 @@ def ordered_key(value):
 
 def lines(panel: Panel, sweeps: list[Sweep]) -> list[dict]:
     """One line per metric and configuration (other axes), along the grid axis `x`."""
+    if panel.x == "metric":
+        return metric_lines(panel, sweeps)
     series = []
     for sweep in sweeps:
         for metric in panel_metrics(panel, sweep):
@@ -204,6 +208,22 @@ def lines(panel: Panel, sweeps: list[Sweep]) -> list[dict]:
                 extra = "" if config == "all trials" else config
                 series.append({"name": series_name(metric, sweep, sweeps, extra), "sweep": sweep.name,
                                "metric": metric, "points": points})
+    return series
+
+
+def metric_lines(panel: Panel, sweeps: list[Sweep]) -> list[dict]:
+    """`x: metric`: the pattern's first group names the line, its second is the x value (a number
+    in the metric's name: a steering scale). One line per name and sweep, each point over all the
+    sweep's trials: the sweep's average behaviour, its trials on hover."""
+    series = []
+    for sweep in sweeps:
+        by_line: dict[str, list] = {}
+        for metric in panel_metrics(panel, sweep):
+            line, x = re.match(panel.metric_pattern, metric).groups()
+            group = [(trial, trial.metrics[metric]) for trial in sweep.trials if metric in trial.metrics]
+            by_line.setdefault(line, []).append({"x": float(x), "metric": metric, **aggregate(group)})
+        series += [{"name": series_name(line, sweep, sweeps), "sweep": sweep.name,
+                    "points": sorted(points, key=lambda point: point["x"])} for line, points in by_line.items()]
     return series
 
 

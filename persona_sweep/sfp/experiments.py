@@ -223,12 +223,15 @@ def narrow_finetune(model, world: P.GHMM, settings: TrainSettings, first_step: i
     return finetuned
 
 
-def reversal_vectors(model, world: P.GHMM, n_sequences: int = 2000, seed: int = 777) -> dict:
+def reversal_vectors(model, world: P.GHMM, n_sequences: int = 2000, seed: int = 777,
+                     certain: float | None = CERTAIN) -> dict:
     """Two steering vectors toward the aligned persona, read from `model`'s final residual at the
     final position.
 
-    belief-state: persona-factor belief classes (certain persona, by cycle phase; centroids averaged
-    over the task factor), c_aligned,phase - c_misaligned,phase averaged over phases.
+    belief-state: persona-factor belief classes (persona block with belief mass >= `certain`, or
+    with None the most likely block: worlds that mix personas are never certain; by cycle phase;
+    centroids averaged over the task factor), c_aligned,phase - c_misaligned,phase averaged over
+    phases.
     difference-in-means: mean over the narrow task's aligned data minus its misaligned data
     (labels from where the data came from). Both are rescaled to the belief-state vector's norm."""
     layer, position = ARCHITECTURE["n_layers"] - 1, 15
@@ -238,10 +241,11 @@ def reversal_vectors(model, world: P.GHMM, n_sequences: int = 2000, seed: int = 
     dim = world.factor_states[0] // len(_persona_blocks(world))  # states per persona block
     by_block = persona_belief.reshape(len(persona_belief), -1, dim)
     block_mass, phase = by_block.sum(-1), by_block.argmax(-1)
+    in_block = block_mass >= certain if certain else block_mass == block_mass.max(-1, keepdims=True)
     differences = []
     for p in range(dim):
-        aligned = (block_mass[:, 0] >= CERTAIN) & (phase[:, 0] == p)
-        misaligned = (block_mass[:, 1] >= CERTAIN) & (phase[:, 1] == p)
+        aligned = in_block[:, 0] & (phase[:, 0] == p)
+        misaligned = in_block[:, 1] & (phase[:, 1] == p)
         if aligned.sum() >= 3 and misaligned.sum() >= 3:
             differences.append(activations[aligned].mean(0) - activations[misaligned].mean(0))
     if not differences:
@@ -341,6 +345,7 @@ PERSONA_TRIAL_DEFAULTS = {
     "batch_size": 128,
     "seed": 0,
     "torch_threads": 1,
+    "steer_scales": (0.5, 1, 2, 4),  # belief-state steering back toward the aligned persona
 }
 
 
@@ -353,7 +358,8 @@ def persona_engineering_trial(params: dict, report: Callable[[dict], None] | Non
     Returns alignment_fidelity (1 - marker mass on aligned contexts before the fine-tune) and
     em_robustness (1 - rise of the marker mass on the task that was not fine-tuned), the masses
     behind them, em_generalization (rise on the other task / rise on the fine-tuned task), the
-    pretrained loss against the Bayes-optimal loss, and runtime_s."""
+    pretrained loss against the Bayes-optimal loss, the steering metrics of `reversal_steering`
+    at each of `steer_scales`, and runtime_s."""
     import torch
 
     from persona_sweep.sfp.model import build_model, evaluate_loss, train
@@ -387,10 +393,29 @@ def persona_engineering_trial(params: dict, report: Callable[[dict], None] | Non
         "marker_mass_other_task_after": after["marker_mass"]["1"],
         "task_kl_after_finetune": _task_kl(before, after),
         "model_loss": losses["model_loss"], "optimal_loss": losses["optimal_loss"], names.LOSS_RATIO: losses[names.LOSS_RATIO],
+        **reversal_steering(finetuned, world, before, after, knobs["steer_scales"], seed),
         "runtime_s": time.perf_counter() - started,
     }
     if report:
         report(metrics | {names.TRAIN_STEP: int(knobs["pretrain_steps"]) + int(knobs["finetune_steps"])})
+    return metrics
+
+
+def reversal_steering(finetuned, world: P.GHMM, before: dict, after: dict, scales, seed: int) -> dict:
+    """Steer the fine-tuned model back toward the aligned persona with its belief-state reversal
+    vector, and with a random direction of the same norm (the control), at each scale.
+
+    Per scale S: `steer_kl_scale_S` = D_KL(pretrained || steered) on the task tokens of aligned
+    contexts (what steering costs the task; `random_steer_kl_scale_S` for the control), and
+    `steer_recovery_scale_S` = the share of the fine-tune's marker rise on the task that was not
+    fine-tuned that steering removes (1: back to the pretrained model; NaN without a rise)."""
+    vector = reversal_vectors(finetuned, world, seed=seed + 777, certain=None)["belief-state"]
+    directions = {"steer": vector, "random_steer": random_like(vector[None], np.random.default_rng(seed))[0]}
+    metrics = {}
+    for (prefix, direction), scale in itertools.product(directions.items(), scales):
+        steered = aligned_marker_masses(finetuned, world, float(scale) * direction)
+        metrics[f"{prefix}_kl_scale_{scale:g}"] = _task_kl(before, steered)
+        metrics[f"{prefix}_recovery_scale_{scale:g}"] = _recovery(before, after, steered, "1")
     return metrics
 
 
