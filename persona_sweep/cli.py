@@ -24,7 +24,8 @@ def user_errors(command):
         try:
             return command(*args, **kwargs)
         except SweepError as error:
-            click.echo(f"error: {error}", err=True)
+            # One line, whatever a bad value quoted in the message holds.
+            click.echo(f"error: {' '.join(str(error).split())[:500]}", err=True)
             sys.exit(2)
 
     return wrapper

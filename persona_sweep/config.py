@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -572,19 +573,71 @@ def load_sweep(path: str | Path, overrides: list[str] = (), name: str | None = N
     return validate(raw)
 
 
+MAX_SWEEP_FILE_BYTES = 1_000_000  # a sweep file is a page of settings; larger is a mistake
+MAX_YAML_NODES = 100_000  # after aliases are expanded: a few anchors may not grow into a bomb
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """Safe YAML (no Python tags) that refuses a key written twice in one mapping, which plain
+    YAML lets the last one win silently."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                continue  # the SafeLoader refuses it below
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key '{key}'", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise SweepError(f"{path}: no such sweep file")
+    if path.stat().st_size > MAX_SWEEP_FILE_BYTES:
+        raise SweepError(f"{path}: {path.stat().st_size} bytes; a sweep file may have at most {MAX_SWEEP_FILE_BYTES}")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise SweepError(f"{path}: not valid YAML{where}") from None
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise SweepError(f"{path}: not UTF-8 text (byte {error.start})") from None
+    raw = parse_yaml(text, str(path))
     if not isinstance(raw, dict):
         raise SweepError(f"{path}: a sweep file is a mapping of sections (name, marker, grid, ...)")
     return raw
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """Safe, duplicate-free YAML of bounded size; errors are one line naming `where`."""
+    try:
+        value = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        problem = getattr(error, "problem", None)
+        detail = f": {problem}" if problem and "duplicate key" in problem else ""
+        raise SweepError(f"{where}: not valid YAML{f' (line {mark.line + 1})' if mark else ''}{detail}") from None
+    except RecursionError:
+        raise SweepError(f"{where}: nested too deeply") from None
+    if count_nodes(value, MAX_YAML_NODES) > MAX_YAML_NODES:
+        raise SweepError(f"{where}: more than {MAX_YAML_NODES} values once its aliases are expanded")
+    return value
+
+
+def count_nodes(value: Any, limit: int) -> int:
+    """Values in `value` with shared (aliased) parts counted each time they appear; stops past
+    `limit`, so an alias bomb is never walked in full."""
+    count, stack = 0, [value]
+    while stack and count <= limit:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return count
 
 
 def apply_override(raw: dict[str, Any], override: str) -> None:
@@ -598,14 +651,14 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise SweepError(f"{key}: '{part}' is not a section")
-    node[leaf] = yaml.safe_load(text)
+    node[leaf] = parse_yaml(text, f"override '{key}'")
 
 
 def validate(raw: dict[str, Any]) -> GridSweep:
     kinds = {"llm": SweepConfig, "sfp": SfpSweepConfig}
     kind = raw.get("kind", "llm")
-    if kind not in kinds:
-        raise SweepError(f"kind: unknown kind '{kind}' (choose from {', '.join(kinds)})")
+    if not isinstance(kind, str) or kind not in kinds:
+        raise SweepError(f"kind: unknown kind {str(kind)[:40]!r} (choose from {', '.join(kinds)})")
     model = kinds[kind]
     try:
         return model.model_validate(raw)

@@ -48,7 +48,7 @@ def reported(ray_address, tmp_path_factory):
     report = cli("report", "reported", "--csv", home=home, cwd=work)
     index = home / "reports" / "reported" / "index.html"
     assert str(index) in report.stdout
-    return {"home": home, "work": work, "index": index, "stdout": report.stdout}
+    return {"home": home, "work": work, "index": index, "stdout": report.stdout, "run_stdout": result.stdout}
 
 
 def mlflow_trials(home: Path) -> dict[str, object]:
@@ -108,6 +108,18 @@ def test_the_page_renders_in_a_browser(reported, tmp_path):
     assert all(count > 0 for count in drawn.values()), drawn
     assert not console_errors, console_errors
     assert distinct_colours(shot) > 20  # a blank page has one or two
+
+
+def test_resume_without_the_fault_hook_finishes_the_errored_trial(reported, ray_address):
+    """Last in this module: it changes the sweep the others read."""
+    assert "`persona-sweep resume reported`" in reported["run_stdout"]
+    errored = [trial for trial, run in mlflow_trials(reported["home"]).items()
+               if run.data.tags[names.TRIAL_STATUS] == names.ERRORED]
+    cli("resume", "reported", "--address", ray_address, home=reported["home"], cwd=reported["work"])
+    runs = sweep_runs(reported["home"], "reported")
+    assert len(runs) == 4 and len({run.data.tags[names.TRIAL_ID] for run in runs}) == 4  # one child run each
+    assert [run.data.tags[names.TRIAL_STATUS] for run in runs if run.data.tags[names.TRIAL_ID] in errored] \
+        in ([names.COMPLETED], [names.STOPPED_EARLY])  # ASHA judges it like any other trial now
 
 
 def distinct_colours(png: Path) -> int:
