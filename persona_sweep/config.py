@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError, field_validator, model_validator
 
 from persona_sweep import names
 from persona_sweep.data import MIN_TRAINING_QUESTIONS, question_bank
@@ -39,7 +39,8 @@ def first_line(error: BaseException) -> str:
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Infinite or NaN numbers pass `gt=0` bounds (inf > 0); no setting wants them.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelConfig(Section):
@@ -108,7 +109,7 @@ class GridConfig(Section):
     context_length: list[int] = Field(default=[32], min_length=1)
     on_policy_fraction: list[float] = Field(default=[0.0], min_length=1)
     contrastive_negatives: list[bool] = Field(default=[True], min_length=1)
-    seed: list[int] = Field(default=[0], min_length=1)
+    seed: list[NonNegativeInt] = Field(default=[0], min_length=1)  # numpy refuses negative seeds
     # Empty: each corruption uses its own lr / steps. Otherwise every fine-tune corruption of a
     # trial takes the trial's value, so the harmful and the benign one have equal strength.
     corruption_lr: list[float] = Field(default_factory=list)
@@ -466,7 +467,7 @@ class SfpGridConfig(Section):
     n_personas: list[int] = Field(default=[2], min_length=1)
     noise: list[float] = Field(default=[0.0], min_length=1)
     misaligned_prior: list[float] = Field(default=[0.2], min_length=1)
-    seed: list[int] = Field(default=[0], min_length=1)
+    seed: list[NonNegativeInt] = Field(default=[0], min_length=1)  # numpy refuses negative seeds
 
     @field_validator("mixing", "noise", "misaligned_prior")
     @classmethod
