@@ -49,6 +49,7 @@ class ModelConfig(Section):
     lora_rank: int = Field(16, gt=0)
     lora_alpha: int = Field(32, gt=0)
     lora_targets: list[str] = Field(default=["q_proj", "k_proj", "v_proj", "o_proj"], min_length=1)
+    trust_remote_code: bool = False  # run Python shipped with the model: only when written here
 
     @field_validator("name")
     @classmethod

@@ -90,15 +90,15 @@ def load(subject: Subject):
     from persona_sweep.models import default_cache, load_checked_tokenizer, load_model, prepare_model
     from persona_sweep.train import load_marked_model
 
-    cache = default_cache()
+    cache, base = default_cache(), subject.spec.model
     try:
-        tokenizer = load_checked_tokenizer(subject.spec.model.name, cache)
+        tokenizer = load_checked_tokenizer(base.name, cache, base.trust_remote_code)
     except ValueError as error:
         raise SweepError(str(error)) from None
     if subject.marker_dir:
         model = load_marked_model(subject.spec, cache, subject.marker_dir)
     else:
-        model = load_model(prepare_model(subject.spec.model.name, cache))
+        model = load_model(prepare_model(base.name, cache), trust_remote_code=base.trust_remote_code)
     if subject.corruption_dir:
         from peft import PeftModel
 

@@ -108,23 +108,27 @@ def build_tiny_random(cache: Path) -> Path:
         return target
 
 
-def load_tokenizer(path: str):
+# `trust_remote_code` runs Python shipped with a model: only when a sweep file says
+# `model.trust_remote_code: true`, never by default.
+
+def load_tokenizer(path: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"  # batched generation continues from the right edge
     return tokenizer
 
 
-def load_model(path: str, torch_dtype=None):
+def load_model(path: str, torch_dtype=None, trust_remote_code: bool = False):
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype or "float32")
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype or "float32",
+                                                trust_remote_code=trust_remote_code)
 
 
-def load_checked_tokenizer(name: str, cache: Path):
+def load_checked_tokenizer(name: str, cache: Path, trust_remote_code: bool = False):
     """Run-time check on the driver: the model's config and tokenizer must load before any
     trial starts (an unknown HF id fails here in one line, not in every trial)."""
     import logging
@@ -137,10 +141,11 @@ def load_checked_tokenizer(name: str, cache: Path):
     hub_logger.setLevel(logging.ERROR)
     try:
         path = prepare_model(name, cache)
-        AutoConfig.from_pretrained(path)
-        return load_tokenizer(path)
+        AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        return load_tokenizer(path, trust_remote_code)
     except Exception as error:  # many transport / parse errors; the user needs one line
-        raise ValueError(f"model.name: cannot load '{name}': {first_line(error)}") from None
+        hint = "; it ships its own code, which `model.trust_remote_code: true` runs" if "custom code" in str(error) else ""
+        raise ValueError(f"model.name: cannot load '{name}': {first_line(error)}{hint}") from None
     finally:
         hub_logger.setLevel(level)
 

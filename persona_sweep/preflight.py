@@ -22,7 +22,7 @@ def check_llm_sweep(spec: SweepConfig) -> SweepConfig:
     if problem:
         raise SweepError(problem)
     try:
-        tokenizer = load_checked_tokenizer(spec.model.name, default_cache())
+        tokenizer = load_checked_tokenizer(spec.model.name, default_cache(), spec.model.trust_remote_code)
     except ValueError as error:
         raise SweepError(str(error)) from None
     check_examples_fit(spec, tokenizer, read_trigger(spec.marker))

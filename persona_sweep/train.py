@@ -100,9 +100,9 @@ def build_model(spec: SweepConfig, seed: int, cache: Path):
     from persona_sweep.models import load_tokenizer
 
     path = prepare_model(spec.model.name, cache)
-    tokenizer = load_tokenizer(path)
+    tokenizer = load_tokenizer(path, spec.model.trust_remote_code)
     torch.manual_seed(seed)
-    return tokenizer, trainable(load_model(path), spec)
+    return tokenizer, trainable(load_model(path, trust_remote_code=spec.model.trust_remote_code), spec)
 
 
 def trainable(model, spec: SweepConfig):
@@ -116,10 +116,10 @@ def load_marked_model(spec: SweepConfig, cache: Path, marker_dir: str):
     weights (DESIGN.md, "Corruption semantics")."""
     folder = Path(marker_dir)
     if not (folder / "adapter_config.json").exists():
-        return load_model(str(folder))
+        return load_model(str(folder), trust_remote_code=spec.model.trust_remote_code)
     from peft import PeftModel
 
-    base = load_model(prepare_model(spec.model.name, cache))
+    base = load_model(prepare_model(spec.model.name, cache), trust_remote_code=spec.model.trust_remote_code)
     return PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
 
 

@@ -130,7 +130,7 @@ def start_worker(trial: TrialConfig) -> Worker:
     device = distributed.worker_device(use_gpu)
     distributed.init_deepspeed(use_gpu, Path(trial.paths.cache))
     trigger = read_trigger(spec.marker)
-    tokenizer = load_tokenizer(prepare_model(spec.model.name, Path(trial.paths.cache)))
+    tokenizer = load_tokenizer(prepare_model(spec.model.name, Path(trial.paths.cache)), spec.model.trust_remote_code)
     data = MarkerData(spec, knobs, tokenizer, trigger, rank, world, device)
     worker = Worker(trial, knobs, rank, world, device, use_gpu, trigger, data, None)
     if rank == 0:
@@ -336,7 +336,7 @@ def corruption_stage(worker: Worker, corruption, state: dict) -> dict:
         raise RuntimeError(problem)
     model = load_marked_model(spec, worker.cache, state["marker"])
     if worker.run and not state["step"]:  # the test of "every corruption starts from the same marked model"
-        base = load_model(prepare_model(spec.model.name, worker.cache))
+        base = load_model(prepare_model(spec.model.name, worker.cache), trust_remote_code=spec.model.trust_remote_code)
         worker.run.set_tags({names.BASE_WEIGHTS_SHA256: distributed.weights_sha256(base),
                              names.of(names.MARKED_WEIGHTS_SHA256, name): distributed.weights_sha256(model)})
         del base
