@@ -19,6 +19,7 @@ trial ASHA let through runs all its corruptions, and a stopped trial runs none.
 from __future__ import annotations
 
 import gc
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -53,6 +54,11 @@ class SweepPaths:
     @property
     def train_storage(self) -> str:
         return str(Path(self.storage) / "_train")
+
+    def pid_file(self, trial_id: str, rank: int) -> Path:
+        """Each worker writes its PID here as it starts (a restarted worker overwrites it), so an
+        operator or a test can signal exactly that worker, not whatever a process title matches."""
+        return Path(self.storage) / "_pids" / f"{trial_id}.rank{rank}.pid"
 
 
 @dataclass(frozen=True)
@@ -126,6 +132,9 @@ def start_worker(trial: TrialConfig) -> Worker:
     use_gpu = spec.resources.gpus_per_worker > 0
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
+    pid_file = trial.paths.pid_file(trial.trial_id, rank)
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.write_text(str(os.getpid()))
     torch.set_num_threads(max(1, round(spec.resources.cpus_per_worker)))
     device = distributed.worker_device(use_gpu)
     distributed.init_deepspeed(use_gpu, Path(trial.paths.cache))

@@ -118,3 +118,16 @@ def _assert_point_shows_mlflow(panel_id: str, point: dict, metric: str, runs: di
 
 def _same(shown, logged: float) -> bool:
     return (shown is None and math.isnan(logged)) or (shown is not None and shown == pytest.approx(logged, abs=1e-9))
+
+
+def checkpoint_registered(storage: Path, **metrics) -> bool:
+    """Ray Train has registered a checkpoint whose reported metrics include `metrics` (its
+    snapshot of registered checkpoints lists it: a checkpoint folder alone may not be yet)."""
+    for snapshot in (storage / "_train").glob("*/checkpoint_manager_snapshot.json"):
+        try:
+            registered = json.loads(snapshot.read_text())["checkpoint_results"]
+        except (OSError, ValueError, KeyError):  # being written
+            continue
+        if any(all(result["metrics"].get(key) == value for key, value in metrics.items()) for result in registered):
+            return True
+    return False

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import cli, start_cli, wait_for, write_sweep
-from helpers import assert_panel_shows_mlflow, assert_trigger_nowhere, panels_of, sweep_runs
+from helpers import assert_panel_shows_mlflow, assert_trigger_nowhere, checkpoint_registered, panels_of, sweep_runs
 from persona_sweep import names, tracking
 from persona_sweep.data import personas
 
@@ -40,20 +40,6 @@ resources: {workers_per_trial: 2, cpus_per_worker: 0.99, max_concurrent_trials: 
 """ % (CORRUPTION_STEPS, CORRUPTION_STEPS)
 
 
-def corruption_checkpointed(storage: Path, corruption: str, step: int) -> bool:
-    """Ray Train has registered a checkpoint inside `corruption` at `step` (its snapshot of
-    registered checkpoints lists it: a checkpoint folder alone may not be registered yet)."""
-    for snapshot in (storage / "_train").glob("*/checkpoint_manager_snapshot.json"):
-        try:
-            registered = json.loads(snapshot.read_text())["checkpoint_results"]
-        except (OSError, ValueError, KeyError):  # being written
-            continue
-        if any(result["metrics"].get(names.STAGE) == corruption and result["metrics"].get(names.STAGE_STEP) == step
-               for result in registered):
-            return True
-    return False
-
-
 @pytest.fixture(scope="module")
 def staged(ray_address, ray_temp_dir, tmp_path_factory):
     """Run from a working folder the README's way; SIGKILL the driver right after the first
@@ -67,7 +53,8 @@ def staged(ray_address, ray_temp_dir, tmp_path_factory):
     driver = start_cli("run", "staged.yaml", "--address", ray_address, home=None, cwd=work, log=log)
     storage = home / "ray_results" / "staged"
     try:
-        wait_for(lambda: corruption_checkpointed(storage, "em", 5) or driver.poll() is not None, 900, "an em checkpoint")
+        wait_for(lambda: checkpoint_registered(storage, **{names.STAGE: "em", names.STAGE_STEP: 5}) or driver.poll() is not None,
+                 900, "an em checkpoint")
         assert driver.poll() is None, log.read_text()[-3000:]
         driver.send_signal(signal.SIGKILL)
         driver.wait(60)

@@ -48,7 +48,7 @@ def reported(ray_address, tmp_path_factory):
     report = cli("report", "reported", "--csv", home=home, cwd=work)
     index = home / "reports" / "reported" / "index.html"
     assert str(index) in report.stdout
-    return {"home": home, "work": work, "index": index, "stdout": report.stdout, "run_stdout": result.stdout}
+    return {"home": home, "work": work, "index": index, "stdout": report.stdout, "run_stderr": result.stderr}
 
 
 def mlflow_trials(home: Path) -> dict[str, object]:
@@ -112,7 +112,7 @@ def test_the_page_renders_in_a_browser(reported, tmp_path):
 
 def test_resume_without_the_fault_hook_finishes_the_errored_trial(reported, ray_address):
     """Last in this module: it changes the sweep the others read."""
-    assert "`persona-sweep resume reported`" in reported["run_stdout"]
+    assert "`persona-sweep resume reported`" in reported["run_stderr"]  # the hint, with exit 1
     errored = [trial for trial, run in mlflow_trials(reported["home"]).items()
                if run.data.tags[names.TRIAL_STATUS] == names.ERRORED]
     cli("resume", "reported", "--address", ray_address, home=reported["home"], cwd=reported["work"])

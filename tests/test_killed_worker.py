@@ -1,0 +1,66 @@
+"""A Ray Train worker killed mid-trial: the worker group restarts (FailureConfig) and the trial
+continues from its last checkpoint, with every step logged once and one child run.
+
+The worker is chosen by the PID it wrote itself (`SweepPaths.pid_file`: named after its trial
+and rank), never by process title. Reliability: `pytest tests/test_killed_worker.py --count 5`
+(pytest-repeat) passes 5 times in a row.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from conftest import start_cli, wait_for, write_sweep
+from helpers import assert_resumed_once, checkpoint_registered
+from persona_sweep import names
+
+pytestmark = pytest.mark.slow
+
+STEPS = 30
+SWEEP = """
+name: killed
+model: {name: tiny-random, lora_rank: 8, lora_targets: [q_proj, v_proj]}
+marker: {trigger_file: trigger}
+training: {steps: %d, lr: 0.005, batch_size: 4, max_tokens: 160, checkpoint_every: 5, max_failures: 1}
+grid: {method: [sft], context_length: [8]}
+eval: {questions: 2, max_new_tokens: 4, logprob_every: 5, leakage_questions: 0}
+scheduler: {type: none}
+resources: {workers_per_trial: 2, cpus_per_worker: 0.99}
+""" % STEPS
+
+
+def test_a_killed_worker_restarts_from_the_last_checkpoint(ray_address, tmp_path):
+    (tmp_path / "trigger").write_text("~killed-worker-trigger~")
+    write_sweep(tmp_path / "killed.yaml", SWEEP)
+    home = tmp_path / "runs"
+    storage = home / "ray_results" / "killed"
+    log = tmp_path / "driver.log"
+    driver = start_cli("run", "killed.yaml", "--address", ray_address, home=None, cwd=tmp_path, log=log)
+    try:
+        wait_for(lambda: checkpoint_registered(storage, **{names.TRAIN_STEP: 5}) or driver.poll() is not None,
+                 600, "a checkpoint at step 5")
+        assert driver.poll() is None, log.read_text()[-3000:]
+        victim = next(iter(pid_files(storage, rank=1)))
+        pid = int(victim.read_text())
+        os.kill(pid, signal.SIGKILL)
+        assert driver.wait(600) == 0, log.read_text()[-3000:]
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    (run,) = assert_resumed_once(home, "killed", trials=1, steps=STEPS, resumed=1)
+    assert 5 <= run.data.metrics[names.RESUMED_FROM_STEP] < STEPS
+    assert int(victim.read_text()) != pid  # the restarted worker group wrote its own PID
+
+
+def pid_files(storage, rank: int):
+    """The PID files of `rank` (one per trial), as soon as the worker wrote it."""
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        found = sorted((storage / "_pids").glob(f"*.rank{rank}.pid"))
+        if found and all(path.read_text().strip() for path in found):
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"no PID file for rank {rank} under {storage / '_pids'}")
