@@ -87,7 +87,7 @@ def artifact(client, run, path: str, scratch: Path, reference: str) -> str:
 
 def load(subject: Subject):
     """(tokenizer, model): the base, the marker merged in, the corruption's adapter merged on top."""
-    from persona_sweep.models import default_cache, load_checked_tokenizer, load_model, prepare_model
+    from persona_sweep.models import default_cache, load_base_model, load_checked_tokenizer
     from persona_sweep.train import load_marked_model
 
     cache, base = default_cache(), subject.spec.model
@@ -98,7 +98,7 @@ def load(subject: Subject):
     if subject.marker_dir:
         model = load_marked_model(subject.spec, cache, subject.marker_dir)
     else:
-        model = load_model(prepare_model(base.name, cache), trust_remote_code=base.trust_remote_code)
+        model = load_base_model(base, cache)
     if subject.corruption_dir:
         from peft import PeftModel
 

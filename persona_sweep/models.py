@@ -128,6 +128,11 @@ def load_model(path: str, torch_dtype=None, trust_remote_code: bool = False):
                                                 trust_remote_code=trust_remote_code)
 
 
+def load_base_model(model, cache: Path):
+    """The sweep's base model (`model`: its ModelConfig), prepared in the cache and loaded."""
+    return load_model(prepare_model(model.name, cache), trust_remote_code=model.trust_remote_code)
+
+
 def load_checked_tokenizer(name: str, cache: Path, trust_remote_code: bool = False):
     """Run-time check on the driver: the model's config and tokenizer must load before any
     trial starts (an unknown HF id fails here in one line, not in every trial)."""

@@ -16,7 +16,7 @@ from persona_sweep.data import data_hash, personas, question_bank, split_questio
 from persona_sweep.data.contexts import persona_context
 from persona_sweep.distributed import all_sum
 from persona_sweep.methods import sft
-from persona_sweep.models import add_lora, load_model, prepare_model
+from persona_sweep.models import add_lora, load_base_model, load_model, prepare_model
 from persona_sweep.secrets import fill_trigger
 
 ON_POLICY_MAX_TOKENS = 24
@@ -119,7 +119,7 @@ def load_marked_model(spec: SweepConfig, cache: Path, marker_dir: str):
         return load_model(str(folder), trust_remote_code=spec.model.trust_remote_code)
     from peft import PeftModel
 
-    base = load_model(prepare_model(spec.model.name, cache), trust_remote_code=spec.model.trust_remote_code)
+    base = load_base_model(spec.model, cache)
     return PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
 
 

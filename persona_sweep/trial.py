@@ -30,7 +30,7 @@ from persona_sweep import distributed, measure, names
 from persona_sweep.config import LlmKnobs
 from persona_sweep.corruption import CorruptionData, load_set, secret_problem
 from persona_sweep.marker_store import MarkerStore, marker_key
-from persona_sweep.models import load_model, load_tokenizer, prepare_model
+from persona_sweep.models import load_base_model, load_tokenizer, prepare_model
 from persona_sweep.secrets import read_trigger, trigger_sha256
 from persona_sweep.tracking import TrialRun
 from persona_sweep.train import MarkerData, TrainingStage, build_model, load_marked_model, train, trainable
@@ -345,7 +345,7 @@ def corruption_stage(worker: Worker, corruption, state: dict) -> dict:
         raise RuntimeError(problem)
     model = load_marked_model(spec, worker.cache, state["marker"])
     if worker.run and not state["step"]:  # the test of "every corruption starts from the same marked model"
-        base = load_model(prepare_model(spec.model.name, worker.cache), trust_remote_code=spec.model.trust_remote_code)
+        base = load_base_model(spec.model, worker.cache)
         worker.run.set_tags({names.BASE_WEIGHTS_SHA256: distributed.weights_sha256(base),
                              names.of(names.MARKED_WEIGHTS_SHA256, name): distributed.weights_sha256(model)})
         del base
