@@ -1,6 +1,7 @@
 """The `persona-sweep` command line: parse, call, print. Heavy imports stay inside commands."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -71,7 +72,8 @@ def resume(name, address):
     from persona_sweep import engine
 
     click.echo(f"resuming '{name}'")
-    record, outcome = engine.resume(name, address)
+    with resumable(name):
+        record, outcome = engine.resume(name, address)
     print_summary(record)
     exit_if_unfinished(record, outcome)
 
@@ -167,7 +169,7 @@ def ui(name, port):
         click.echo(f"MLflow UI on {server}/#/experiments?{MODEL_TRAINING_VIEW} (Ctrl-C to stop)")
         sys.exit(serve_mlflow_ui(tracking.default_uri(engine.home()), port))
     record = engine.SweepRecord.load(name)
-    remote = record.mlflow_uri.startswith(("http://", "https://"))  # a tracking server serves its own UI
+    remote = tracking.is_server(record.mlflow_uri)  # a tracking server serves its own UI
     url = print_sweep_pages(record.mlflow_uri.rstrip("/") if remote else server, record)
     if remote:
         open_in_browser(url)
@@ -274,11 +276,25 @@ def start_sweep(spec: GridSweep, address: str | None) -> None:
     from persona_sweep import engine
 
     started = time.perf_counter()
-    outcome = engine.start(spec, address, announce=click.echo)
+    with resumable(spec.name):
+        outcome = engine.start(spec, address, announce=click.echo)
     click.echo(f"sweep '{spec.name}' ended after {(time.perf_counter() - started) / 60:.1f} min")
     record = engine.SweepRecord.load(spec.name)
     print_summary(record)
     exit_if_unfinished(record, outcome)
+
+
+@contextlib.contextmanager
+def resumable(name: str):
+    """A tracking server that stayed away: exit 1 with the way back (checkpoints are safe)."""
+    from persona_sweep.tracking import TrackingUnreachable
+
+    try:
+        yield
+    except TrackingUnreachable as error:
+        click.echo(f"error: {error}; once it answers, `persona-sweep resume {name}` continues from the "
+                   "last checkpoints", err=True)
+        sys.exit(1)
 
 
 def exit_if_unfinished(record, outcome) -> None:

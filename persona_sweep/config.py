@@ -240,6 +240,19 @@ class CorruptionConfig(Section):
 class TrackingConfig(Section):
     mlflow_uri: str | None = None  # default sqlite:///$PERSONA_SWEEP_HOME/mlflow.db
     experiment: str | None = None  # default: the sweep name
+    # How long every MLflow call waits out an unreachable tracking server (retrying with backoff)
+    # before the trial errors, or the driver stops; `resume` continues from the last checkpoint.
+    wait_for_server_s: float = Field(600.0, gt=0, le=86400)
+
+    @field_validator("mlflow_uri")
+    @classmethod
+    def no_credentials(cls, uri: str | None) -> str | None:
+        # The URI lands in the sweep record, MLflow params and logs: credentials come from
+        # MLflow's environment variables on the machines instead.
+        if uri and re.match(r"^[a-z+]+://[^/@]+@", uri):
+            raise ValueError("holds credentials: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
+                             "where the sweep runs instead")
+        return uri
 
 
 class GridSweep(Section):

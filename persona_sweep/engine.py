@@ -103,6 +103,8 @@ def start(spec: GridSweep, address: str | None, announce=print):
     spec = spec.checked_for_run()
     paths = paths_for(spec.name)
     uri = spec.tracking.mlflow_uri or tracking.default_uri(Path(paths.home))
+    check_tracking_server(uri)
+    tracking.wait_for_server(spec.tracking.wait_for_server_s)
     refuse_existing(spec, uri, paths)
     connect(address)
     max_concurrent = concurrency(spec)
@@ -111,10 +113,19 @@ def start(spec: GridSweep, address: str | None, announce=print):
     announce(f"sweep '{spec.name}': {spec.trial_count()} trials, home {paths.home}")
     try:
         return fit(record, max_concurrent=max_concurrent)
+    except tracking.TrackingUnreachable:
+        raise  # nothing to ask the server: `resume` takes it from here
     except BaseException:
         if not tracking.child_runs(record.mlflow_uri, record.experiment_id):
             discard(record)  # no trial started: the name stays free
         raise
+
+
+def check_tracking_server(uri: str) -> None:
+    """A sweep starts only when its tracking server answers (a mistyped URI fails here, not
+    after `wait_for_server_s`); during the sweep an outage is waited out."""
+    if tracking.is_server(uri) and not tracking.server_answers(uri):
+        raise SweepError(f"tracking.mlflow_uri: no MLflow server answers at {tracking.shown_uri(uri)}")
 
 
 def refuse_existing(spec: GridSweep, uri: str, paths: SweepPaths) -> None:
@@ -295,6 +306,7 @@ def tuner_for(record: SweepRecord, resume: bool, max_concurrent: int | None = No
 
 def resume(name: str, address: str | None):
     record = SweepRecord.load(name)
+    tracking.wait_for_server(record.config.tracking.wait_for_server_s)
     if not Path(record.paths.storage).is_dir():
         raise SweepError(f"sweep '{name}' has no Tune results at {record.paths.storage}; nothing to resume")
     connect(address)

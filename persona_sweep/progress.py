@@ -161,14 +161,22 @@ class SweepProgress(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         finished = reached_the_end(trial, self.final_metric)
         if not finished:
-            tracking.set_trial_status(self.record, trial.trial_id, names.STOPPED_EARLY, trial.config)
+            self.tag(trials, trial, names.STOPPED_EARLY)
         step = (trial.last_result or {}).get(names.TRAIN_STEP, 0)
         self.say(trials, f"{'done' if finished else 'stopped':<7} {trial.trial_id:>14} at step {step}")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         error = error_line(trial, self.record)
-        tracking.set_trial_status(self.record, trial.trial_id, names.ERRORED, trial.config, error)
+        self.tag(trials, trial, names.ERRORED, error)
         self.say(trials, f"ERROR   {trial.trial_id:>14} {error} (see {trial.path}; resume retries it)")
+
+    def tag(self, trials, trial, status: str, error: str | None = None) -> None:
+        """The trial's status in MLflow; with the server gone, the sweep goes on without it
+        (`resume` runs the trial again and tags it then)."""
+        try:
+            tracking.set_trial_status(self.record, trial.trial_id, status, trial.config, error)
+        except tracking.TrackingUnreachable as unreachable:
+            self.say(trials, f"WARNING {trial.trial_id:>14} not tagged {status}: {unreachable}")
 
 
 def error_line(trial, record) -> str:

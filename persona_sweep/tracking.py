@@ -4,12 +4,21 @@ The driver creates the experiment and the parent run; rank 0 of each trial finds
 child run by the `trial_id` tag (so a resumed trial reuses its run) and skips steps it already
 logged (steps replayed after the last checkpoint would otherwise log twice). Every process sets
 the tracking URI explicitly: workers do not inherit the driver's MLflow settings.
+
+A tracking server that goes away (a restart, a network cut) is waited out: every call retries
+with backoff for up to `tracking.wait_for_server_s`, then raises `TrackingUnreachable`. A trial
+logs each step before it checkpoints it, so a trial that gives up loses nothing that `resume`
+does not redo.
 """
 from __future__ import annotations
 
+import functools
 import math
+import os
 import subprocess
+import sys
 import time
+from urllib.parse import urlsplit
 from importlib import metadata
 from pathlib import Path
 
@@ -19,10 +28,107 @@ PACKAGES = ("torch", "ray", "transformers", "peft", "deepspeed", "mlflow", "optu
 RECORD_ARTIFACT = "sweep/record.json"  # the sweep record, on the parent run
 
 
+DEFAULT_WAIT_FOR_SERVER_S = 600.0
+_wait_for_server_s = DEFAULT_WAIT_FOR_SERVER_S
+# MLflow's own HTTP retries would add minutes per call on top of our deadline: the wait is ours.
+RETRY_ENV = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
+TRANSIENT_ERROR_CODES = ("TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED")
+
+
+class TrackingUnreachable(RuntimeError):
+    """The tracking server did not answer within `tracking.wait_for_server_s`."""
+
+
+def wait_for_server(seconds: float) -> None:
+    """How long this process's MLflow calls wait out an unreachable server. Set on the driver
+    from the sweep file and in each trial from its spec (workers do not inherit it)."""
+    global _wait_for_server_s
+    _wait_for_server_s = seconds
+
+
+def is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def shown_uri(uri: str) -> str:
+    """The URI without credentials, for messages."""
+    parts = urlsplit(uri)
+    return parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")).geturl() \
+        if parts.hostname else uri
+
+
 def client(uri: str):
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=uri)
+    if not is_server(uri):
+        return MlflowClient(tracking_uri=uri)
+    os.environ.setdefault(RETRY_ENV, "0")
+    return PatientClient(MlflowClient(tracking_uri=uri), uri)
+
+
+class PatientClient:
+    """An MlflowClient for a tracking server whose calls wait out an outage: a request that never
+    reached a working server is retried with backoff (1, 2, 4 .. 30 s) until the deadline; the
+    server's own answers (no such run, a bad value) raise at once."""
+
+    def __init__(self, mlflow, uri: str):
+        self._mlflow, self._uri = mlflow, uri
+
+    def __getattr__(self, name: str):
+        attribute = getattr(self._mlflow, name)
+        if not callable(attribute):
+            return attribute
+
+        @functools.wraps(attribute)
+        def patient(*args, **kwargs):
+            return call_patiently(attribute, self._uri, *args, **kwargs)
+
+        return patient
+
+
+def call_patiently(call, uri: str, *args, **kwargs):
+    deadline = time.monotonic() + _wait_for_server_s
+    pause, failed_at = 1.0, None
+    while True:
+        try:
+            result = call(*args, **kwargs)
+        except Exception as error:  # noqa: BLE001 - sorted by `unreachable`
+            if not unreachable(error):
+                raise
+            if time.monotonic() + pause > deadline:
+                raise TrackingUnreachable(f"MLflow tracking server {shown_uri(uri)} did not answer for "
+                                          f"{_wait_for_server_s:.0f} s (tracking.wait_for_server_s)") from None
+            if failed_at is None:
+                failed_at = time.monotonic()
+                print(f"MLflow tracking server {shown_uri(uri)} unreachable; retrying for up to "
+                      f"{_wait_for_server_s:.0f} s", file=sys.stderr, flush=True)
+            time.sleep(pause)
+            pause = min(2 * pause, 30.0)
+            continue
+        if failed_at is not None:
+            print(f"MLflow tracking server {shown_uri(uri)} answered again after "
+                  f"{time.monotonic() - failed_at:.0f} s", file=sys.stderr, flush=True)
+        return result
+
+
+def unreachable(error: Exception) -> bool:
+    """A request that never reached a working server (refused, reset, timed out, a busy or
+    restarting server), as opposed to the server's own answer."""
+    import requests
+
+    cause = error.__cause__ or error.__context__
+    return (isinstance(error, requests.RequestException) or isinstance(cause, requests.RequestException)
+            or getattr(error, "error_code", None) in TRANSIENT_ERROR_CODES)
+
+
+def server_answers(uri: str, timeout_s: float = 5.0) -> bool:
+    """The server's health endpoint answers (whatever its status: a login wall is an answer)."""
+    import requests
+
+    try:
+        return requests.get(f"{uri.rstrip('/')}/health", timeout=timeout_s).status_code < 500
+    except requests.RequestException:
+        return False
 
 
 def default_uri(home: Path) -> str:

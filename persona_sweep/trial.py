@@ -32,7 +32,7 @@ from persona_sweep.corruption import CorruptionData, load_set, secret_problem
 from persona_sweep.marker_store import MarkerStore, marker_key
 from persona_sweep.models import load_base_model, load_tokenizer, prepare_model
 from persona_sweep.secrets import read_trigger, trigger_sha256
-from persona_sweep.tracking import TrialRun
+from persona_sweep.tracking import TrialRun, wait_for_server
 from persona_sweep.train import MarkerData, TrainingStage, build_model, load_marked_model, train, trainable
 
 MARKER = "marker"  # the stage names of a trial's state: "marker", each corruption's name, "done"
@@ -158,6 +158,7 @@ def open_run(worker: Worker):
             f"role={corruption.role} data={corruption.data} steps={spec.corruption_steps(corruption, worker.knobs)} "
             f"lr={spec.corruption_lr(corruption, worker.knobs)} mix_general={corruption.mix_general}")
     tags = {**trial.provenance, names.DATA_HASH: worker.data.hash()}
+    wait_for_server(spec.tracking.wait_for_server_s)
     return TrialRun(trial.mlflow_uri, trial.experiment_id, trial.parent_run_id, trial.trial_id, params, tags)
 
 

@@ -29,8 +29,8 @@ def assert_trigger_nowhere(trigger: str, *roots: Path, min_files: int = 1) -> in
     return searched
 
 
-def sweep_runs(home: Path, name: str) -> list:
-    uri = tracking.default_uri(home)
+def sweep_runs(home: Path, name: str, uri: str | None = None) -> list:
+    uri = uri or tracking.default_uri(home)
     experiment = tracking.client(uri).get_experiment_by_name(name)
     return tracking.child_runs(uri, experiment.experiment_id) if experiment else []
 
@@ -44,10 +44,11 @@ def steps_logged(home: Path, name: str) -> dict[str, int]:
                                                default=0) for run in sweep_runs(home, name)}
 
 
-def assert_resumed_once(home: Path, name: str, trials: int, steps: int, resumed: int) -> list:
+def assert_resumed_once(home: Path, name: str, trials: int, steps: int, resumed: int, uri: str | None = None) -> list:
     """`trials` child runs, one per trial, all completed at `steps`; at least `resumed` of them
-    continued from a checkpoint (resumed_from_step > 0); every step logged exactly once."""
-    runs = sweep_runs(home, name)
+    continued from a checkpoint (resumed_from_step > 0); every step logged exactly once.
+    `uri`: the sweep's tracking URI when it is not the home's own store."""
+    runs = sweep_runs(home, name, uri)
     trial_ids = [run.data.tags[names.TRIAL_ID] for run in runs]
     assert len(runs) == trials and len(set(trial_ids)) == trials, trial_ids
     assert all(run.data.tags[names.TRIAL_STATUS] == names.COMPLETED for run in runs), \
@@ -55,7 +56,7 @@ def assert_resumed_once(home: Path, name: str, trials: int, steps: int, resumed:
     assert all(run.data.metrics[names.TRAIN_STEP] == steps for run in runs)
     resumed_from = [run.data.metrics.get(names.RESUMED_FROM_STEP, 0) for run in runs]
     assert sum(step > 0 for step in resumed_from) >= resumed, resumed_from
-    client = tracking.client(tracking.default_uri(home))
+    client = tracking.client(uri or tracking.default_uri(home))
     for run in runs:
         logged = [m.step for m in client.get_metric_history(run.info.run_id, names.LOSS)]
         assert sorted(logged) == list(range(1, steps + 1)), logged

@@ -24,6 +24,7 @@ def run_sfp_trial(trial) -> None:
 
     spec = trial.spec
     params = {**spec.training.model_dump(), **trial.knobs}
+    tracking.wait_for_server(spec.tracking.wait_for_server_s)
     run = tracking.TrialRun(trial.mlflow_uri, trial.experiment_id, trial.parent_run_id, trial.trial_id,
                             params, trial.provenance)
 
