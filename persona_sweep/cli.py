@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from persona_sweep import names
-from persona_sweep.config import GridSweep, SweepError, load_sweep
+from persona_sweep.config import GridSweep, SweepError, first_line, load_sweep
 from persona_sweep.sfp.cli import sfp
 
 REPO_SWEEPS = Path(__file__).resolve().parent.parent / "sweeps"
@@ -286,14 +286,20 @@ def start_sweep(spec: GridSweep, address: str | None) -> None:
 
 @contextlib.contextmanager
 def resumable(name: str):
-    """A tracking server that stayed away: exit 1 with the way back (checkpoints are safe)."""
+    """A tracking server that stayed away, a disk that filled: exit 1 with one line and the way
+    back (the checkpoints written so far are kept)."""
+    from persona_sweep.progress import storage_trouble
     from persona_sweep.tracking import TrackingUnreachable
 
     try:
         yield
-    except TrackingUnreachable as error:
-        click.echo(f"error: {error}; once it answers, `persona-sweep resume {name}` continues from the "
-                   "last checkpoints", err=True)
+    except SweepError:
+        raise  # bad input: exit 2 (user_errors)
+    except Exception as error:
+        if not isinstance(error, TrackingUnreachable) and not storage_trouble(error):
+            raise
+        click.echo(f"error: {' '.join(first_line(error).split())}; once that is fixed, "
+                   f"`persona-sweep resume {name}` continues from the last checkpoints", err=True)
         sys.exit(1)
 
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from persona_sweep import checkpoints
+
 CHECKPOINT_TAG = "state"
-STATE_FILE = "trial_state.json"
 
 
 def worker_device(use_gpu: bool):
@@ -83,22 +86,30 @@ def gather_flags(own: dict[int, bool], total: int, device) -> list[int]:
 
 # ---- checkpoints -----------------------------------------------------------------------------
 
-def restored_state() -> dict | None:
-    """The trial state of the checkpoint Ray Train hands a restarted or resumed trial, if any."""
+_restored_from = None  # the checkpoint `restored_state` chose, for `load_engine_state`
+
+
+def restored_state(trial_id: str) -> dict | None:
+    """The trial state of a restarted or resumed trial: from the checkpoint Ray Train hands it,
+    or, when that one was cut short, the newest whole one before it (None: from step 0)."""
     import ray.train
 
+    global _restored_from
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return None
-    with checkpoint.as_directory() as folder:
-        return json.loads((Path(folder) / STATE_FILE).read_text())
+    choice = checkpoints.newest_whole(checkpoint.filesystem, posixpath.dirname(checkpoint.path.rstrip("/")))
+    for line in choice.describe(trial_id):
+        print(line, file=sys.stderr, flush=True)
+    if choice.path is None:
+        return None
+    _restored_from = ray.train.Checkpoint(choice.path, filesystem=checkpoint.filesystem)
+    return choice.state
 
 
 def load_engine_state(engine) -> None:
-    """The stage's DeepSpeed state from the checkpoint `restored_state` read."""
-    import ray.train
-
-    with ray.train.get_checkpoint().as_directory() as folder:
+    """The stage's DeepSpeed state from the checkpoint `restored_state` chose."""
+    with _restored_from.as_directory() as folder:
         engine.load_checkpoint(folder, tag=CHECKPOINT_TAG, load_module_strict=False)
 
 
@@ -113,7 +124,9 @@ def report(metrics: dict, state: dict | None = None, engine=None) -> None:
     with tempfile.TemporaryDirectory() as folder:
         if engine is not None:
             save_checkpoint(engine, folder)
-        (Path(folder) / STATE_FILE).write_text(json.dumps(state))
+        (Path(folder) / checkpoints.STATE_FILE).write_text(json.dumps(state))
+        context = ray.train.get_context()
+        checkpoints.write_manifest(Path(folder), context.get_world_rank(), context.get_world_size())
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 

@@ -20,11 +20,12 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from persona_sweep import names, tracking
+from persona_sweep import checkpoints, names, tracking
 from persona_sweep.config import GridSweep, SweepError, first_line, validate
 from persona_sweep.trial import SweepPaths, TrialConfig
 
@@ -34,10 +35,18 @@ FAULT_ENV = "PERSONA_SWEEP_FAULT"
 RECORD_SCHEMA = 3  # 2: paths fixed on the driver and stored in the record; 3: staged trials
 
 
-def home() -> Path:
+def home_folder() -> Path:
     """The driver's home: `$PERSONA_SWEEP_HOME` or `./runs`, absolute. Never called in a trial."""
-    path = Path(os.environ.get("PERSONA_SWEEP_HOME", "./runs")).expanduser().absolute()
-    path.mkdir(parents=True, exist_ok=True)
+    return Path(os.environ.get("PERSONA_SWEEP_HOME", "./runs")).expanduser().absolute()
+
+
+def home() -> Path:
+    """The home, created if missing."""
+    path = home_folder()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SweepError(f"home {path}: cannot create it ({error.strerror}); set PERSONA_SWEEP_HOME") from None
     return path
 
 
@@ -101,6 +110,7 @@ def start(spec: GridSweep, address: str | None, announce=print):
     Nothing is written before the checks pass (bad address, too few resources, no trigger
     where trials run), so a start that fails leaves the name free."""
     spec = spec.checked_for_run()
+    check_home_writable(home_folder())
     paths = paths_for(spec.name)
     uri = spec.tracking.mlflow_uri or tracking.default_uri(Path(paths.home))
     check_tracking_server(uri)
@@ -306,12 +316,47 @@ def tuner_for(record: SweepRecord, resume: bool, max_concurrent: int | None = No
 
 def resume(name: str, address: str | None):
     record = SweepRecord.load(name)
+    check_home_writable(Path(record.paths.home))
     tracking.wait_for_server(record.config.tracking.wait_for_server_s)
     if not Path(record.paths.storage).is_dir():
         raise SweepError(f"sweep '{name}' has no Tune results at {record.paths.storage}; nothing to resume")
     connect(address)
     record.config.check_on_cluster(record.paths.cache)  # the trigger may have gone from a node since the start
+    announce_cut_short_checkpoints(record)
     return record, fit(record, resume=True)
+
+
+def announce_cut_short_checkpoints(record: SweepRecord) -> None:
+    """Before trials restart: which unfinished trial skips which checkpoint, and where it starts
+    instead (the workers choose with the same `checkpoints.newest_whole`)."""
+    from pyarrow.fs import FileSystem
+
+    from persona_sweep.progress import say, sweep_log
+
+    unfinished = [run.data.tags[names.TRIAL_ID] for run in tracking.child_runs(record.mlflow_uri, record.experiment_id)
+                  if run.data.tags.get(names.TRIAL_STATUS) not in names.ENDED]
+    filesystem, root = FileSystem.from_uri(record.paths.train_storage)
+    for trial_id in unfinished:
+        for line in checkpoints.newest_whole(filesystem, f"{root}/train-{trial_id}").describe(trial_id):
+            say(sweep_log(record), line)
+
+
+MIN_FREE_MB = 100  # a LoRA trial's checkpoints and runs; full fine-tunes need far more
+
+
+def check_home_writable(folder: Path) -> None:
+    """Refuse before anything starts when the home cannot take a sweep: read-only, or full."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as error:
+        raise SweepError(f"home {folder}: not writable ({error.strerror}); "
+                         "set PERSONA_SWEEP_HOME to a writable folder") from None
+    free_mb = shutil.disk_usage(folder).free / 2**20
+    if free_mb < MIN_FREE_MB:
+        raise SweepError(f"home {folder}: {free_mb:.0f} MB free, a sweep needs at least {MIN_FREE_MB} MB "
+                         "(checkpoints, MLflow); free some space or set PERSONA_SWEEP_HOME")
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ the driver knows the end of (stopped early by ASHA, errored).
 """
 from __future__ import annotations
 
+import errno
+import re
 import shutil
 import sys
 import time
@@ -17,8 +19,14 @@ from ray.tune import Callback
 from tqdm import tqdm
 
 from persona_sweep import names, tracking
+from persona_sweep.config import first_line
 
 ENDED_AS = ("done", "stopped", "errored")
+
+
+def sweep_log(record) -> Path:
+    """What the driver printed, kept beside the sweep's results."""
+    return Path(record.paths.home) / "logs" / f"{record.name}.log"
 
 
 def say(log: Path, line: str) -> None:
@@ -110,7 +118,7 @@ def corruption_line(result: dict, name: str) -> str:
 class SweepProgress(Callback):
     def __init__(self, record):
         self.record = record
-        self.log = Path(record.paths.home) / "logs" / f"{record.name}.log"
+        self.log = sweep_log(record)
         spec = record.config
         self.final_metric, self.steps = spec.FINAL_METRIC, spec.total_steps()
 
@@ -175,8 +183,30 @@ class SweepProgress(Callback):
         (`resume` runs the trial again and tags it then)."""
         try:
             tracking.set_trial_status(self.record, trial.trial_id, status, trial.config, error)
-        except tracking.TrackingUnreachable as unreachable:
-            self.say(trials, f"WARNING {trial.trial_id:>14} not tagged {status}: {unreachable}")
+        except Exception as failure:  # noqa: BLE001 - a status tag must not end a week-long sweep
+            self.say(trials, f"WARNING {trial.trial_id:>14} not tagged {status}: {first_line(failure)}")
+
+
+STORAGE_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
+STORAGE_MESSAGES = ("disk is full", "readonly database", "no space left", "read-only file system")
+
+
+def storage_trouble(error: BaseException) -> bool:
+    """A full or read-only disk anywhere in the error's chain (MLflow's SQLite says it in words)."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in STORAGE_ERRNOS:
+            return True
+        if says_storage_trouble(str(error)):
+            return True
+        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+    return False
+
+
+def says_storage_trouble(text: str) -> bool:
+    return any(message in text.lower() for message in STORAGE_MESSAGES)
+
+
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Unreachable|Failure)\b[^:]*: ")
 
 
 def error_line(trial, record) -> str:
@@ -186,7 +216,11 @@ def error_line(trial, record) -> str:
     # The driver's staging copy: Tune syncs it to storage (where get_error reads) only later.
     staged = Path(trial.error_file) if trial.error_file else None
     text = staged.read_text() if staged and staged.is_file() else str(trial.get_error() or "")
-    lines = [line for line in text.splitlines() if line.strip()]
-    text = lines[-1].strip() if lines else "unknown error (see the trial's error.txt)"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    # A full disk, said plainly; else the last `Type: message` line (some errors end with notes,
+    # like SQLAlchemy's "Background on this error").
+    storage = [line for line in lines if says_storage_trouble(line)]
+    headers = [line for line in lines if EXCEPTION_LINE.match(line)]
+    text = (storage or headers or lines or ["unknown error (see the trial's error.txt)"])[-1]
     marker = getattr(record.config, "marker", None)
     return scrubbed(text, marker) if marker else text

@@ -165,7 +165,7 @@ def open_run(worker: Worker):
 def trial_worker(config: dict) -> None:
     """Every worker of a trial: the stages in order, from wherever the last checkpoint left off."""
     worker = start_worker(config["trial"])
-    state = distributed.restored_state() or {"stage": MARKER, "step": 0, "results": {}}
+    state = distributed.restored_state(worker.trial.trial_id) or {"stage": MARKER, "step": 0, "results": {}}
     if worker.run and state["stage"] != MARKER:
         worker.run.set_tags({names.RESUMED_STAGE: state["stage"]})
     if state["stage"] == DONE:  # killed after its last report: say so again, for Tune
