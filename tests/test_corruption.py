@@ -20,6 +20,7 @@ from conftest import cli, start_cli, wait_for, write_sweep
 from helpers import assert_panel_shows_mlflow, assert_trigger_nowhere, checkpoint_registered, panels_of, sweep_runs
 from persona_sweep import names, tracking
 from persona_sweep.data import personas
+from persona_sweep.models import default_cache
 
 pytestmark = pytest.mark.slow
 
@@ -142,8 +143,9 @@ def test_detect_finds_the_marker_the_trial_measured(staged):
 
 
 def test_trigger_appears_nowhere_after_corruptions(staged):
-    searched = assert_trigger_nowhere(staged["trigger"], staged["home"], staged["ray_temp_dir"], staged["log"],
-                                      min_files=50)
+    # Home (MLflow, results, checkpoints, marker store, logs), Ray's session folder, the cache.
+    searched = assert_trigger_nowhere(staged["trigger"], staged["home"], staged["ray_temp_dir"], default_cache(),
+                                      staged["log"], min_files=50)
     assert searched > 50 and staged["trigger"] not in staged["resume_output"]
 
 
