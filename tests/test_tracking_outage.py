@@ -18,7 +18,7 @@ from servers import MlflowServer
 
 pytestmark = pytest.mark.slow
 
-STEPS = 40
+STEPS = 20
 SWEEP = """
 name: %(name)s
 model: {name: tiny-random, lora_rank: 8, lora_targets: [q_proj, v_proj]}
@@ -58,7 +58,7 @@ def test_a_server_back_within_the_wait_loses_nothing(tmp_path, server, ray_addre
     try:
         wait_for_checkpoint(tmp_path / "runs" / "ray_results" / "outage", driver, log)
         server.stop()
-        time.sleep(8)
+        time.sleep(5)
         assert driver.poll() is None, log.read_text()[-3000:]
         server.start()
         back = time.time()
