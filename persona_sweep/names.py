@@ -86,6 +86,8 @@ LOSS_RATIO = "loss_ratio"
 # ---- MLflow tags --------------------------------------------------------------------------------
 SWEEP_TAG = "sweep"
 TRIAL_ID = "trial_id"
+RAY_NODE_ID = "ray_node_id"  # the Ray node where rank 0 trained (the last one, after a restart)
+NODE_IP = "node_ip"
 TRIAL_STATUS = "trial_status"
 DATA_HASH = "data_hash"
 GIT_SHA = "git_sha"

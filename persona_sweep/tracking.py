@@ -279,6 +279,15 @@ def best_final_value(runs: list, metric: str, mode: str) -> float | None:
     return max(values) if mode == "max" else min(values)
 
 
+def node_tags() -> dict[str, str]:
+    """Where this process runs, in Ray's terms (nothing outside Ray)."""
+    import ray
+
+    if not ray.is_initialized():
+        return {}
+    return {names.RAY_NODE_ID: ray.get_runtime_context().get_node_id(), names.NODE_IP: ray.util.get_node_ip_address()}
+
+
 class TrialRun:
     """Rank 0's view of its child run. Other ranks never construct one.
 
@@ -289,6 +298,7 @@ class TrialRun:
 
     def __init__(self, uri: str, experiment_id: str, parent_run_id: str, trial_id: str, params: dict, tags: dict):
         self.mlflow = client(uri)
+        tags = {**tags, **node_tags()}
         run, created = open_child_run(uri, experiment_id, parent_run_id, trial_id, params, tags)
         self.run_id = run.info.run_id
         self.last_logged: dict[str, int] = {}
