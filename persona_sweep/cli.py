@@ -65,12 +65,21 @@ def run(sweep_file, overrides, name, address, dry_run):
 
 @main.command()
 @click.argument("name")
-@click.option("--address", help="Ray address of the cluster the sweep ran on (default: embedded local Ray).")
+@click.option("--address", help="The cluster the sweep ran on: a dashboard URL (http://HEAD:8265) resumes it "
+                                "as a new Ray job; auto / host:6379 / ray://... attach here (default: embedded "
+                                "local Ray, or RAY_ADDRESS when it is a dashboard URL).")
+@click.option("--follow", is_flag=True, help="With a dashboard URL: stream the job's output until it ends.")
 @user_errors
-def resume(name, address):
+def resume(name, address, follow):
     """Finish a sweep's unfinished and errored trials; finished trials are never re-run."""
-    from persona_sweep import engine
+    from persona_sweep import cluster, engine
 
+    if cluster.is_job_address(address or os.environ.get("RAY_ADDRESS")):
+        jobs = cluster.jobs(address)
+        job_id = cluster.submit_resume(jobs, name)
+        click.echo(f"submitted `resume {name}` as Ray job '{job_id}'")
+        follow_or_hint(jobs, job_id, name, address, follow)
+        return
     click.echo(f"resuming '{name}'")
     with resumable(name):
         record, outcome = engine.resume(name, address)
@@ -79,13 +88,79 @@ def resume(name, address):
 
 
 @main.command()
-@click.argument("name")
+@click.argument("sweep_file", type=click.Path())
+@click.argument("overrides", nargs=-1)
+@click.option("--name", help="Sweep name, also the Ray job's id (default: the file's `name`).")
+@click.option("--address", help="The cluster's dashboard, http://HEAD:8265 (default: RAY_ADDRESS).")
+@click.option("--follow", is_flag=True, help="Stream the sweep's output until it ends; exit with its code.")
 @user_errors
-def status(name):
-    """One line per trial."""
-    from persona_sweep import engine
+def submit(sweep_file, overrides, name, address, follow):
+    """Run a sweep on a Ray cluster as a Ray job (validated here first)."""
+    from persona_sweep import cluster
 
+    spec = load_sweep(sweep_file, overrides, name=name)
+    jobs = cluster.jobs(address)
+    job_id = cluster.submit_sweep(jobs, Path(sweep_file), overrides, spec.name)
+    click.echo(f"submitted sweep '{spec.name}' as Ray job '{job_id}' ({spec.trial_count()} trials)")
+    follow_or_hint(jobs, job_id, spec.name, address, follow)
+
+
+def follow_or_hint(jobs, job_id: str, name: str, address: str | None, follow: bool) -> None:
+    from persona_sweep import cluster
+
+    if follow:
+        sys.exit(cluster.follow(jobs, job_id, click.echo))
+    where = f" --address {address}" if address else ""
+    click.echo(f"follow it: persona-sweep logs {name}{where} --follow")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--address", help="The cluster's dashboard (http://HEAD:8265): the sweep's Ray job "
+                                "(default: this home's record, or RAY_ADDRESS when it is a dashboard URL).")
+@user_errors
+def status(name, address):
+    """One line per trial; with a cluster's dashboard, the sweep's latest job."""
+    from persona_sweep import cluster, engine
+
+    if cluster.is_job_address(address or os.environ.get("RAY_ADDRESS")):
+        jobs = cluster.jobs(address)
+        job_id = cluster.latest_job(jobs, name)
+        info = jobs.get_job_info(job_id)
+        message = (info.message or "").strip().splitlines()
+        click.echo(f"job '{job_id}': {info.status}" + (f" ({message[0][:300]})" if message else ""))
+        return
     print_summary(engine.SweepRecord.load(name))
+
+
+@main.command()
+@click.argument("name")
+@click.option("--address", help="The cluster's dashboard, http://HEAD:8265 (default: RAY_ADDRESS).")
+@click.option("--follow", is_flag=True, help="Keep streaming until the job ends.")
+@user_errors
+def logs(name, address, follow):
+    """The output of the sweep's latest Ray job."""
+    from persona_sweep import cluster
+
+    jobs = cluster.jobs(address)
+    job_id = cluster.latest_job(jobs, name)
+    if follow:
+        sys.exit(cluster.follow(jobs, job_id, click.echo))
+    click.echo(jobs.get_job_logs(job_id), nl=False)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--address", help="The cluster's dashboard, http://HEAD:8265 (default: RAY_ADDRESS).")
+@user_errors
+def stop(name, address):
+    """Stop the sweep's Ray job as Ctrl-C would: unfinished trials are tagged `interrupted`."""
+    from persona_sweep import cluster
+
+    jobs = cluster.jobs(address)
+    job_id = cluster.latest_job(jobs, name)
+    click.echo(f"job '{job_id}': {cluster.stop(jobs, job_id)}; `persona-sweep resume {name} --address ...` "
+               "finishes it")
 
 
 @main.command(name="list")

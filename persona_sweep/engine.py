@@ -198,6 +198,8 @@ def connect(address: str | None) -> None:
 
         start_embedded_ray(address="local")  # a new instance, even where RAY_ADDRESS names a cluster
         return
+    if address.startswith(("http://", "https://")):
+        raise SweepError(f"--address: {address} is a dashboard; send the sweep there with `persona-sweep submit`")
     check_reachable(address)
     try:
         # Ray's own "Connecting to ..." lines would bury a one-line error; failures still surface.

@@ -1,0 +1,122 @@
+"""A real two-node Ray cluster on 127.0.0.1 (a head and a second node, each started with
+`ray start`, its own CPU and temp dir, token auth on): `submit --follow` runs a sweep as a Ray
+job with trials on both nodes; `stop` then `resume --address` finishes a sweep with no trial
+lost or run twice. Both nodes are ended afterwards, even when a test fails.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, cli, free_port, wait_for, without_persona_sweep_env, write_sweep
+from helpers import assert_resumed_once, checkpoint_registered, sweep_runs
+from persona_sweep import embedded_ray, names, tracking
+
+pytestmark = pytest.mark.slow
+
+SWEEP = """
+name: %(name)s
+model: {name: tiny-random, lora_rank: 8, lora_targets: [q_proj, v_proj]}
+marker: {trigger_file: %(trigger)s}
+training: {steps: %(steps)d, lr: 0.005, batch_size: 4, max_tokens: 160, checkpoint_every: 5}
+grid: {method: [sft], context_length: [0, 8]}
+eval: {questions: 2, max_new_tokens: 4, logprob_every: 5, leakage_questions: 0}
+scheduler: {type: none}
+resources: {workers_per_trial: 1, cpus_per_worker: 0.99}
+"""
+
+
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory):
+    """Head and second node, one CPU each, so two one-worker trials run one per node. The
+    cluster's shared storage (PERSONA_SWEEP_HOME) and the trigger live in `shared`."""
+    root = tmp_path_factory.mktemp("cluster")
+    shared = root / "shared"
+    shared.mkdir()
+    (shared / "trigger").write_text("~cluster-trigger~")
+    env = {**without_persona_sweep_env(), "RAY_AUTH_MODE": "token", "PERSONA_SWEEP_HOME": str(shared),
+           "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    gcs, dashboard = free_port(), free_port()
+    # Short: Ray's socket paths under them must fit AF_UNIX's 107 bytes.
+    temp_dirs = [Path(tempfile.mkdtemp(prefix="ps-head-")), Path(tempfile.mkdtemp(prefix="ps-node-"))]
+    common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
+    try:
+        start(env, "--head", "--port", str(gcs), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
+              "--dashboard-agent-listen-port", str(free_port()), "--temp-dir", str(temp_dirs[0]), *common)
+        start(env, "--address", f"127.0.0.1:{gcs}", "--dashboard-agent-listen-port", str(free_port()),
+              "--temp-dir", str(temp_dirs[1]), *common)
+        address = f"http://127.0.0.1:{dashboard}"
+        wait_for(lambda: alive_nodes(env, gcs) == 2, 120, "both nodes to join")
+        yield {"address": address, "shared": shared, "env": env, "root": root}
+    finally:
+        sessions = {str(path) for temp_dir in temp_dirs for path in temp_dir.glob("session_2*")}
+        embedded_ray.sweep(secrets.token_hex(16), sessions)
+        for temp_dir in temp_dirs:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def start(env: dict, *arguments: str) -> None:
+    result = subprocess.run([str(BIN / "ray"), "start", *arguments], env=env, capture_output=True, text=True,
+                            timeout=180)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+
+
+def alive_nodes(env: dict, gcs: int) -> int:
+    probe = ("import ray; ray.init(address='127.0.0.1:%d', logging_level='ERROR'); "
+             "print(sum(node['Alive'] for node in ray.nodes()))" % gcs)
+    result = subprocess.run([str(BIN / "python"), "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    return int(result.stdout.strip().splitlines()[-1]) if result.returncode == 0 else 0
+
+
+def sweep_file(work: Path, cluster: dict, name: str, steps: int) -> str:
+    write_sweep(work / f"{name}.yaml", SWEEP % {"name": name, "steps": steps, "trigger": cluster["shared"] / "trigger"})
+    return f"{name}.yaml"
+
+
+def laptop_env(cluster: dict) -> dict:
+    """The submitter's side: the token, and no cluster paths."""
+    return {"RAY_AUTH_MODE": "token"}
+
+
+def test_submit_follow_runs_trials_on_both_nodes_with_shared_storage(two_nodes, tmp_path):
+    result = cli("submit", sweep_file(tmp_path, two_nodes, "two", steps=10), "--address", two_nodes["address"],
+                 "--follow", home=None, cwd=tmp_path, timeout=900)
+    assert "submitted sweep 'two' as Ray job 'two'" in result.stdout
+    assert "done" in result.stdout  # the driver's progress lines, streamed
+    shared = two_nodes["shared"]
+    runs = sweep_runs(shared, "two")
+    assert sorted(run.data.tags[names.TRIAL_STATUS] for run in runs) == [names.COMPLETED] * 2
+    assert len({run.data.tags[names.RAY_NODE_ID] for run in runs}) == 2  # one trial on each node
+    uri = tracking.default_uri(shared)
+    experiment = tracking.client(uri).get_experiment_by_name("two")
+    parents = [run for run in tracking.client(uri).search_runs([experiment.experiment_id])
+               if names.TRIAL_ID not in run.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    for run in runs:  # results and checkpoints on the shared storage
+        trial_id = run.data.tags[names.TRIAL_ID]
+        assert list((shared / "ray_results" / "two" / "_train" / f"train-{trial_id}").glob("checkpoint_*"))
+    assert not (tmp_path / "runs").exists()  # nothing on the laptop's side
+
+
+def test_stop_then_resume_finishes_the_sweep_with_no_trial_lost_or_doubled(two_nodes, tmp_path):
+    steps = 40
+    submitted = cli("submit", sweep_file(tmp_path, two_nodes, "stopped", steps=steps), "--address",
+                    two_nodes["address"], home=None, cwd=tmp_path)
+    assert submitted.stdout.strip().splitlines()[-1].startswith("follow it:")
+    storage = two_nodes["shared"] / "ray_results" / "stopped"
+    wait_for(lambda: checkpoint_registered(storage, **{names.TRAIN_STEP: 10}), 600, "a checkpoint at step 10")
+    stopped = cli("stop", "stopped", "--address", two_nodes["address"], home=None, cwd=tmp_path, timeout=300)
+    assert "job 'stopped': STOPPED" in stopped.stdout
+    statuses = [run.data.tags[names.TRIAL_STATUS] for run in sweep_runs(two_nodes["shared"], "stopped")]
+    assert names.INTERRUPTED in statuses, statuses
+    resumed = cli("resume", "stopped", "--address", two_nodes["address"], "--follow", home=None, cwd=tmp_path,
+                  timeout=900)
+    assert "submitted `resume stopped` as Ray job 'stopped-resume-1'" in resumed.stdout
+    assert_resumed_once(two_nodes["shared"], "stopped", trials=2, steps=steps, resumed=1)
