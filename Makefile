@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test test-fast bench clean system-chromium
+.PHONY: install demo test test-fast bench clean system-chromium system-postgresql
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3.11 -m venv $(VENV)
@@ -23,8 +23,12 @@ demo: $(STAMP)
 system-chromium:
 	test -x /usr/bin/chromium || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
 
+# The cluster tests keep MLflow on a real PostgreSQL server (the system package), started by the test.
+system-postgresql:
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql)
+
 # The whole suite, integration included. pytest exits 5 when it collects nothing: make fails then too.
-test: $(STAMP) system-chromium
+test: $(STAMP) system-chromium system-postgresql
 	$(VENV)/bin/pytest -p no:cacheprovider --timeout 1800 --durations=15
 
 test-fast: $(STAMP)

@@ -1,7 +1,8 @@
 """A real two-node Ray cluster on 127.0.0.1 (a head and a second node, each started with
-`ray start`, its own CPU and temp dir, token auth on): `submit --follow` runs a sweep as a Ray
-job with trials on both nodes; `stop` then `resume --address` finishes a sweep with no trial
-lost or run twice. Both nodes are ended afterwards, even when a test fails.
+`ray start`, its own CPU and temp dir, token auth on) and a team's MLflow tracking server backed
+by a real PostgreSQL: `submit --follow` runs a sweep as a Ray job with trials on both nodes;
+`stop` then `resume --address` finishes a sweep with no trial lost or run twice. The nodes and
+servers are ended afterwards, even when a test fails.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import pytest
 from conftest import BIN, cli, free_port, wait_for, without_persona_sweep_env, write_sweep
 from helpers import assert_resumed_once, checkpoint_registered, sweep_runs
 from persona_sweep import embedded_ray, names, tracking
+from servers import MlflowServer, PostgresServer
 
 pytestmark = pytest.mark.slow
 
@@ -25,6 +27,7 @@ SWEEP = """
 name: %(name)s
 model: {name: tiny-random, lora_rank: 8, lora_targets: [q_proj, v_proj]}
 marker: {trigger_file: %(trigger)s}
+tracking: {mlflow_uri: "%(uri)s"}
 training: {steps: %(steps)d, lr: 0.005, batch_size: 4, max_tokens: 160, checkpoint_every: 5}
 grid: {method: [sft], context_length: [0, 8]}
 eval: {questions: 2, max_new_tokens: 4, logprob_every: 5, leakage_questions: 0}
@@ -34,7 +37,19 @@ resources: {workers_per_trial: 1, cpus_per_worker: 0.99}
 
 
 @pytest.fixture(scope="module")
-def two_nodes(tmp_path_factory):
+def team_mlflow(tmp_path_factory):
+    """An MLflow tracking server whose backend store is PostgreSQL."""
+    database = PostgresServer(free_port()).start()
+    server = MlflowServer(database.uri, free_port(), tmp_path_factory.mktemp("mlflow") / "server.log")
+    try:
+        yield server.start(), database
+    finally:
+        server.stop()
+        database.stop()
+
+
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory, team_mlflow):
     """Head and second node, one CPU each, so two one-worker trials run one per node. The
     cluster's shared storage (PERSONA_SWEEP_HOME) and the trigger live in `shared`."""
     root = tmp_path_factory.mktemp("cluster")
@@ -54,7 +69,7 @@ def two_nodes(tmp_path_factory):
               "--temp-dir", str(temp_dirs[1]), *common)
         address = f"http://127.0.0.1:{dashboard}"
         wait_for(lambda: alive_nodes(env, gcs) == 2, 120, "both nodes to join")
-        yield {"address": address, "shared": shared, "env": env, "root": root}
+        yield {"address": address, "shared": shared, "uri": team_mlflow[0].uri, "database": team_mlflow[1]}
     finally:
         sessions = {str(path) for temp_dir in temp_dirs for path in temp_dir.glob("session_2*")}
         embedded_ray.sweep(secrets.token_hex(16), sessions)
@@ -76,13 +91,9 @@ def alive_nodes(env: dict, gcs: int) -> int:
 
 
 def sweep_file(work: Path, cluster: dict, name: str, steps: int) -> str:
-    write_sweep(work / f"{name}.yaml", SWEEP % {"name": name, "steps": steps, "trigger": cluster["shared"] / "trigger"})
+    write_sweep(work / f"{name}.yaml", SWEEP % {"name": name, "steps": steps, "trigger": cluster["shared"] / "trigger",
+                                                "uri": cluster["uri"]})
     return f"{name}.yaml"
-
-
-def laptop_env(cluster: dict) -> dict:
-    """The submitter's side: the token, and no cluster paths."""
-    return {"RAY_AUTH_MODE": "token"}
 
 
 def test_submit_follow_runs_trials_on_both_nodes_with_shared_storage(two_nodes, tmp_path):
@@ -90,15 +101,16 @@ def test_submit_follow_runs_trials_on_both_nodes_with_shared_storage(two_nodes, 
                  "--follow", home=None, cwd=tmp_path, timeout=900)
     assert "submitted sweep 'two' as Ray job 'two'" in result.stdout
     assert "done" in result.stdout  # the driver's progress lines, streamed
-    shared = two_nodes["shared"]
-    runs = sweep_runs(shared, "two")
+    shared, uri = two_nodes["shared"], two_nodes["uri"]
+    runs = sweep_runs(shared, "two", uri)
     assert sorted(run.data.tags[names.TRIAL_STATUS] for run in runs) == [names.COMPLETED] * 2
     assert len({run.data.tags[names.RAY_NODE_ID] for run in runs}) == 2  # one trial on each node
-    uri = tracking.default_uri(shared)
     experiment = tracking.client(uri).get_experiment_by_name("two")
-    parents = [run for run in tracking.client(uri).search_runs([experiment.experiment_id])
-               if names.TRIAL_ID not in run.data.tags]
+    every_run = tracking.client(uri).search_runs([experiment.experiment_id])
+    parents = [run for run in every_run if names.TRIAL_ID not in run.data.tags]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert rows_in_postgres(two_nodes["database"], experiment.experiment_id) == len(every_run) == 3
+    assert not (shared / "mlflow.db").exists()
     for run in runs:  # results and checkpoints on the shared storage
         trial_id = run.data.tags[names.TRIAL_ID]
         assert list((shared / "ray_results" / "two" / "_train" / f"train-{trial_id}").glob("checkpoint_*"))
@@ -114,9 +126,19 @@ def test_stop_then_resume_finishes_the_sweep_with_no_trial_lost_or_doubled(two_n
     wait_for(lambda: checkpoint_registered(storage, **{names.TRAIN_STEP: 10}), 600, "a checkpoint at step 10")
     stopped = cli("stop", "stopped", "--address", two_nodes["address"], home=None, cwd=tmp_path, timeout=300)
     assert "job 'stopped': STOPPED" in stopped.stdout
-    statuses = [run.data.tags[names.TRIAL_STATUS] for run in sweep_runs(two_nodes["shared"], "stopped")]
+    statuses = [run.data.tags[names.TRIAL_STATUS] for run in sweep_runs(two_nodes["shared"], "stopped", two_nodes["uri"])]
     assert names.INTERRUPTED in statuses, statuses
     resumed = cli("resume", "stopped", "--address", two_nodes["address"], "--follow", home=None, cwd=tmp_path,
                   timeout=900)
     assert "submitted `resume stopped` as Ray job 'stopped-resume-1'" in resumed.stdout
-    assert_resumed_once(two_nodes["shared"], "stopped", trials=2, steps=steps, resumed=1)
+    assert_resumed_once(two_nodes["shared"], "stopped", trials=2, steps=steps, resumed=1, uri=two_nodes["uri"])
+
+
+def rows_in_postgres(database: PostgresServer, experiment_id: str) -> int:
+    """The runs are in PostgreSQL's own tables (not a file store behind the server)."""
+    import psycopg2
+
+    with psycopg2.connect(host="127.0.0.1", port=database.port, user="mlflow", dbname="mlflow") as connection:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM runs WHERE experiment_id = %s", (int(experiment_id),))
+            return cursor.fetchone()[0]
