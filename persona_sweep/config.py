@@ -404,6 +404,11 @@ class SweepConfig(GridSweep):
     def corruption_lr(self, corruption: CorruptionConfig, knobs: LlmKnobs) -> float:
         return knobs.corruption_lr or corruption.lr
 
+    def trial_retries(self) -> int:
+        """Tune's retries of a trial whose own actor died (its node was lost), from its last
+        checkpoint: as many as Ray Train's retries of the worker group."""
+        return self.training.max_failures
+
     def trial_resources(self) -> tuple[dict[str, float], float]:
         """(resources of the Tune trial itself, CPUs a whole trial holds with its workers)."""
         workers = self.resources.workers_per_trial * self.resources.cpus_per_worker
@@ -551,6 +556,9 @@ class SfpSweepConfig(GridSweep):
 
     def trial_resources(self) -> tuple[dict[str, float], float]:
         return {"CPU": self.resources.cpus_per_worker}, self.resources.cpus_per_worker  # trains in its own process
+
+    def trial_retries(self) -> int:
+        return 0  # no checkpoints: `resume` reruns a lost toy trial, in minutes
 
     def parent_params(self) -> dict[str, Any]:
         return {}

@@ -124,8 +124,9 @@ def report(metrics: dict, state: dict | None = None, engine=None) -> None:
     with tempfile.TemporaryDirectory() as folder:
         if engine is not None:
             save_checkpoint(engine, folder)
-        (Path(folder) / checkpoints.STATE_FILE).write_text(json.dumps(state))
         context = ray.train.get_context()
+        if context.get_world_rank() == 0:  # ranks' results may differ in the last digit: one state, rank 0's
+            (Path(folder) / checkpoints.STATE_FILE).write_text(json.dumps(state))
         checkpoints.write_manifest(Path(folder), context.get_world_rank(), context.get_world_size())
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 

@@ -112,7 +112,8 @@ def start(spec: GridSweep, address: str | None, announce=print):
     spec = spec.checked_for_run()
     check_home_writable(home_folder())
     paths = paths_for(spec.name)
-    uri = spec.tracking.mlflow_uri or tracking.default_uri(Path(paths.home))
+    # Fixed here and kept in the record: trials get it from there, not from their environment.
+    uri = spec.tracking.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI") or tracking.default_uri(Path(paths.home))
     check_tracking_server(uri)
     tracking.wait_for_server(spec.tracking.wait_for_server_s)
     refuse_existing(spec, uri, paths)
@@ -312,7 +313,7 @@ def tuner_for(record: SweepRecord, resume: bool, max_concurrent: int | None = No
                                     num_samples=spec.search.n_trials if spec.search.type == "optuna" else 1,
                                     max_concurrent_trials=max_concurrent or concurrency(spec)),
         run_config=tune.RunConfig(name=storage.name, storage_path=str(storage.parent), callbacks=[SweepProgress(record)],
-                                  verbose=0, failure_config=tune.FailureConfig(max_failures=0)),
+                                  verbose=0, failure_config=tune.FailureConfig(max_failures=spec.trial_retries())),
     )
 
 

@@ -114,7 +114,7 @@ def test_a_server_away_past_the_wait_errors_the_trial_and_resume_finishes_it(tmp
     output = log.read_text()
     assert f"{server.uri} did not answer for 4 s" in output
     assert output.rstrip().splitlines()[-1].endswith(
-        "once it answers, `persona-sweep resume outage-long` continues from the last checkpoints")
+        "once that is fixed, `persona-sweep resume outage-long` continues from the last checkpoints")
     assert "Traceback" not in output.rstrip().splitlines()[-1]
     server.start()
     cli("resume", "outage-long", "--address", ray_address, home=None, cwd=tmp_path)
