@@ -27,6 +27,7 @@ from pathlib import Path
 
 from persona_sweep import checkpoints, names, tracking
 from persona_sweep.config import GridSweep, SweepError, first_line, validate
+from persona_sweep.preflight import check_home_shared
 from persona_sweep.trial import SweepPaths, TrialConfig
 
 # Tests only: trials whose knobs match this env var's `axis=value[,axis=value]` raise at start.
@@ -119,6 +120,7 @@ def start(spec: GridSweep, address: str | None, announce=print):
     refuse_existing(spec, uri, paths)
     connect(address)
     max_concurrent = concurrency(spec)
+    check_home_shared(Path(paths.home))
     spec.check_on_cluster(paths.cache)
     record = create_record(spec, paths, uri)
     announce(f"sweep '{spec.name}': {spec.trial_count()} trials, home {paths.home}")
@@ -324,6 +326,7 @@ def resume(name: str, address: str | None):
     if not Path(record.paths.storage).is_dir():
         raise SweepError(f"sweep '{name}' has no Tune results at {record.paths.storage}; nothing to resume")
     connect(address)
+    check_home_shared(Path(record.paths.home))
     record.config.check_on_cluster(record.paths.cache)  # the trigger may have gone from a node since the start
     announce_cut_short_checkpoints(record)
     return record, fit(record, resume=True)

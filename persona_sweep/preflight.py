@@ -111,13 +111,43 @@ def check_nodes(spec: SweepConfig, cache: str) -> None:
     """Trials read the trigger on whichever node runs them: check every alive node first, with a
     small task pinned to each, so that a missing env var or file, or corruption data holding the
     trigger, fails in one line now rather than in every trial 25 s into its start."""
+    for node, problem in on_every_node(node_problem, spec, Path(cache)):
+        if problem:
+            raise SweepError(f"{problem} on node {node['NodeManagerAddress']}, where trials run")
+
+
+def check_home_shared(home: Path) -> None:
+    """Trials write results and checkpoints into the home from whichever node runs them: on a
+    cluster of several nodes it must be one shared filesystem. A file the driver writes there
+    must be visible on every node."""
+    import secrets
+
+    if len(trial_nodes()) < 2:
+        return
+    probe = home / f".shared-check-{secrets.token_hex(8)}"
+    probe.write_text("")
+    try:
+        answers = on_every_node(Path.exists, probe)
+    finally:
+        probe.unlink(missing_ok=True)
+    for node, visible in answers:
+        if not visible:
+            raise SweepError(f"home {home}: not on node {node['NodeManagerAddress']} ({node['NodeID'][:12]}); a "
+                             "sweep on several nodes needs PERSONA_SWEEP_HOME on storage they all share")
+
+
+def trial_nodes() -> list[dict]:
+    import ray
+
+    return [node for node in ray.nodes() if node["Alive"] and node["Resources"].get("CPU", 0) > 0]
+
+
+def on_every_node(function, *arguments) -> list[tuple[dict, object]]:
+    """`function(*arguments)` once on each node where trials may run, with its answer."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    probe = ray.remote(num_cpus=0)(node_problem)
-    nodes = [node for node in ray.nodes() if node["Alive"] and node["Resources"].get("CPU", 0) > 0]
-    answers = ray.get([probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False))
-                       .remote(spec, Path(cache)) for node in nodes], timeout=300)
-    for node, problem in zip(nodes, answers):
-        if problem:
-            raise SweepError(f"{problem} on node {node['NodeManagerAddress']}, where trials run")
+    remote, nodes = ray.remote(num_cpus=0)(function), trial_nodes()
+    answers = ray.get([remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False))
+                       .remote(*arguments) for node in nodes], timeout=300)
+    return list(zip(nodes, answers))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -50,9 +51,10 @@ def team_mlflow(tmp_path_factory):
 @pytest.fixture(scope="module")
 def two_nodes(tmp_path_factory, team_mlflow):
     """Head and second node, one CPU each, so two one-worker trials run one per node. The
-    cluster's shared storage (PERSONA_SWEEP_HOME) and the trigger live in `shared`."""
+    cluster's shared storage (PERSONA_SWEEP_HOME) and the trigger live in `shared`; `node_local`
+    is a folder the second node has its own of."""
     root = tmp_path_factory.mktemp("cluster")
-    shared = root / "shared"
+    shared, node_local = root / "shared", root / "node-local"
     shared.mkdir()
     (shared / "trigger").write_text("~cluster-trigger~")
     env = {**without_persona_sweep_env(), "RAY_AUTH_MODE": "token", "PERSONA_SWEEP_HOME": str(shared),
@@ -64,11 +66,13 @@ def two_nodes(tmp_path_factory, team_mlflow):
     try:
         start(env, "--head", "--port", str(gcs), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
               "--dashboard-agent-listen-port", str(free_port()), "--temp-dir", str(temp_dirs[0]), *common)
+        node_local.mkdir()
         start(env, "--address", f"127.0.0.1:{gcs}", "--dashboard-agent-listen-port", str(free_port()),
-              "--temp-dir", str(temp_dirs[1]), *common)
+              "--temp-dir", str(temp_dirs[1]), *common, private_tmpfs=node_local)
         address = f"http://127.0.0.1:{dashboard}"
         wait_for(lambda: alive_nodes(env, gcs) == 2, 120, "both nodes to join")
-        yield {"address": address, "shared": shared, "uri": team_mlflow[0].uri, "database": team_mlflow[1]}
+        yield {"address": address, "gcs": f"127.0.0.1:{gcs}", "shared": shared, "node_local": node_local,
+               "uri": team_mlflow[0].uri, "database": team_mlflow[1]}
     finally:
         sessions = {str(path) for temp_dir in temp_dirs for path in temp_dir.glob("session_2*")}
         embedded_ray.sweep(secrets.token_hex(16), sessions)
@@ -76,9 +80,14 @@ def two_nodes(tmp_path_factory, team_mlflow):
             shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def start(env: dict, *arguments: str) -> None:
-    result = subprocess.run([str(BIN / "ray"), "start", *arguments], env=env, capture_output=True, text=True,
-                            timeout=180)
+def start(env: dict, *arguments: str, private_tmpfs: Path | None = None) -> None:
+    """`ray start`; with `private_tmpfs`, in a mount namespace of its own where that folder is
+    a tmpfs of its own: a folder the other node has and this one does not (node-local storage)."""
+    command = [str(BIN / "ray"), "start", *arguments]
+    if private_tmpfs:
+        mounted = f"mount -t tmpfs -o size=16m tmpfs {private_tmpfs} && exec {shlex.join(command)}"
+        command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", mounted]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
 
 
@@ -93,6 +102,17 @@ def sweep_file(work: Path, cluster: dict, name: str, steps: int) -> str:
     write_sweep(work / f"{name}.yaml", SWEEP % {"name": name, "steps": steps, "trigger": cluster["shared"] / "trigger",
                                                 "uri": cluster["uri"]})
     return f"{name}.yaml"
+
+
+def test_a_home_that_a_node_does_not_share_is_refused(two_nodes, tmp_path):
+    home = two_nodes["node_local"]
+    result = cli("run", sweep_file(tmp_path, two_nodes, "local", steps=5), "--address", two_nodes["gcs"], home=home,
+                 cwd=tmp_path, check=False, timeout=300)
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: home {home}: not on node ") and line.endswith(
+        "a sweep on several nodes needs PERSONA_SWEEP_HOME on storage they all share")
+    assert sorted(path.name for path in home.iterdir()) == []  # nothing written, the probe removed
 
 
 def test_submit_follow_runs_trials_on_both_nodes_with_shared_storage(two_nodes, tmp_path):
