@@ -29,6 +29,25 @@ def assert_trigger_nowhere(trigger: str, *roots: Path, min_files: int = 1) -> in
     return searched
 
 
+TINY_SWEEP = """
+name: {name}
+model: {{name: tiny-random, lora_rank: 8, lora_targets: [q_proj, v_proj]}}
+marker: {{trigger_file: trigger}}
+training: {{steps: {steps}, lr: 0.005, batch_size: 4, max_tokens: 160, checkpoint_every: 5, max_failures: {max_failures}}}
+grid: {{method: [sft], context_length: [8]}}
+eval: {{questions: 2, max_new_tokens: 4, logprob_every: 5, leakage_questions: 0}}
+scheduler: {{type: none}}
+resources: {{workers_per_trial: {workers}, cpus_per_worker: {cpus}}}
+{extra}"""
+
+
+def tiny_sweep(name: str, steps: int, workers: int = 1, max_failures: int = 0, extra: str = "") -> str:
+    """One trial of the tiny random model, checkpointing every 5 steps; the trigger in ./trigger.
+    Two workers take just under a CPU each, so the trial fits the test cluster's two."""
+    return TINY_SWEEP.format(name=name, steps=steps, workers=workers, max_failures=max_failures,
+                             cpus=1 if workers == 1 else 0.99, extra=extra)
+
+
 def sweep_runs(home: Path, name: str, uri: str | None = None) -> list:
     uri = uri or tracking.default_uri(home)
     experiment = tracking.client(uri).get_experiment_by_name(name)

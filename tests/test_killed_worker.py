@@ -14,27 +14,17 @@ import time
 import pytest
 
 from conftest import start_cli, wait_for, write_sweep
-from helpers import assert_resumed_once, checkpoint_registered
+from helpers import assert_resumed_once, checkpoint_registered, tiny_sweep
 from persona_sweep import names
 
 pytestmark = pytest.mark.slow
 
 STEPS = 30
-SWEEP = """
-name: killed
-model: {name: tiny-random, lora_rank: 8, lora_targets: [q_proj, v_proj]}
-marker: {trigger_file: trigger}
-training: {steps: %d, lr: 0.005, batch_size: 4, max_tokens: 160, checkpoint_every: 5, max_failures: 1}
-grid: {method: [sft], context_length: [8]}
-eval: {questions: 2, max_new_tokens: 4, logprob_every: 5, leakage_questions: 0}
-scheduler: {type: none}
-resources: {workers_per_trial: 2, cpus_per_worker: 0.99}
-""" % STEPS
 
 
 def test_a_killed_worker_restarts_from_the_last_checkpoint(ray_address, tmp_path):
     (tmp_path / "trigger").write_text("~killed-worker-trigger~")
-    write_sweep(tmp_path / "killed.yaml", SWEEP)
+    write_sweep(tmp_path / "killed.yaml", tiny_sweep("killed", STEPS, workers=2, max_failures=1))
     home = tmp_path / "runs"
     storage = home / "ray_results" / "killed"
     log = tmp_path / "driver.log"

@@ -15,20 +15,10 @@ from pathlib import Path
 import pytest
 
 from conftest import cli, start_cli, write_sweep
-from helpers import assert_resumed_once, checkpoint_registered
+from helpers import assert_resumed_once, checkpoint_registered, tiny_sweep
 from persona_sweep import checkpoints, names
 
 STEPS = 25
-SWEEP = """
-name: %(name)s
-model: {name: tiny-random, lora_rank: 8, lora_targets: [q_proj, v_proj]}
-marker: {trigger_file: trigger}
-training: {steps: %(steps)d, lr: 0.005, batch_size: 4, max_tokens: 160, checkpoint_every: 5, max_failures: 0}
-grid: {method: [sft], context_length: [8]}
-eval: {questions: 2, max_new_tokens: 4, logprob_every: 5, leakage_questions: 0}
-scheduler: {type: none}
-resources: {workers_per_trial: 1, cpus_per_worker: 1}
-"""
 
 
 def mount_tmpfs(folder: Path, size_mb: int, read_only: bool = False) -> Path:
@@ -50,7 +40,7 @@ def mounts():
 
 def sweep_file(tmp_path: Path, name: str) -> str:
     (tmp_path / "trigger").write_text("~storage-trigger~")
-    write_sweep(tmp_path / f"{name}.yaml", SWEEP % {"name": name, "steps": STEPS})
+    write_sweep(tmp_path / f"{name}.yaml", tiny_sweep(name, STEPS))
     return f"{name}.yaml"
 
 

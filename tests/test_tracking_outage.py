@@ -12,24 +12,17 @@ import time
 import pytest
 
 from conftest import cli, free_port, start_cli, write_sweep
-from helpers import assert_resumed_once, checkpoint_registered
+from helpers import assert_resumed_once, checkpoint_registered, tiny_sweep
 from persona_sweep import names, tracking
 from servers import MlflowServer
 
 pytestmark = pytest.mark.slow
 
 STEPS = 20
-SWEEP = """
-name: %(name)s
-model: {name: tiny-random, lora_rank: 8, lora_targets: [q_proj, v_proj]}
-marker: {trigger_file: trigger}
-training: {steps: %(steps)d, lr: 0.005, batch_size: 4, max_tokens: 160, checkpoint_every: 5, max_failures: 0}
-grid: {method: [sft], context_length: [8]}
-eval: {questions: 2, max_new_tokens: 4, logprob_every: 5, leakage_questions: 0}
-scheduler: {type: none}
-resources: {workers_per_trial: 1, cpus_per_worker: 1}
-tracking: {mlflow_uri: "%(uri)s", wait_for_server_s: %(wait)d}
-"""
+
+
+def tracked_sweep(name: str, steps: int, uri: str, wait_s: int) -> str:
+    return tiny_sweep(name, steps, extra=f'tracking: {{mlflow_uri: "{uri}", wait_for_server_s: {wait_s}}}\n')
 
 
 @pytest.fixture
@@ -41,7 +34,7 @@ def server(tmp_path):
 
 def start_sweep(tmp_path, server: MlflowServer, ray_address: str, name: str, wait_s: int):
     (tmp_path / "trigger").write_text("~outage-trigger~")
-    write_sweep(tmp_path / f"{name}.yaml", SWEEP % {"name": name, "steps": STEPS, "uri": server.uri, "wait": wait_s})
+    write_sweep(tmp_path / f"{name}.yaml", tracked_sweep(name, STEPS, server.uri, wait_s))
     log = tmp_path / "driver.log"
     return start_cli("run", f"{name}.yaml", "--address", ray_address, home=None, cwd=tmp_path, log=log), log
 
@@ -125,7 +118,7 @@ def test_a_server_away_past_the_wait_errors_the_trial_and_resume_finishes_it(tmp
 def test_a_sweep_whose_server_does_not_answer_is_refused(tmp_path, home):
     (tmp_path / "trigger").write_text("~outage-trigger~")
     uri = f"http://127.0.0.1:{free_port()}"
-    write_sweep(tmp_path / "nobody.yaml", SWEEP % {"name": "nobody", "steps": 5, "uri": uri, "wait": 60})
+    write_sweep(tmp_path / "nobody.yaml", tracked_sweep("nobody", 5, uri, 60))
     result = cli("run", "nobody.yaml", home=home, cwd=tmp_path, check=False, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: tracking.mlflow_uri: no MLflow server answers at {uri}"
@@ -134,8 +127,7 @@ def test_a_sweep_whose_server_does_not_answer_is_refused(tmp_path, home):
 
 def test_credentials_in_the_tracking_uri_are_refused(tmp_path, home):
     (tmp_path / "trigger").write_text("~outage-trigger~")
-    write_sweep(tmp_path / "creds.yaml", SWEEP % {"name": "creds", "steps": 5, "uri": "http://alice:s3cret@127.0.0.1:5000",
-                                                  "wait": 60})
+    write_sweep(tmp_path / "creds.yaml", tracked_sweep("creds", 5, "http://alice:s3cret@127.0.0.1:5000", 60))
     result = cli("validate", "creds.yaml", home=home, cwd=tmp_path, check=False, timeout=120)
     assert result.returncode == 2 and "s3cret" not in result.stderr + result.stdout
     assert result.stderr.startswith("error: tracking.mlflow_uri: holds credentials")
