@@ -6,6 +6,7 @@ servers are ended afterwards, even when a test fails.
 """
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shlex
@@ -17,11 +18,12 @@ from pathlib import Path
 import pytest
 
 from conftest import BIN, cli, free_port, wait_for, without_persona_sweep_env, write_sweep
-from helpers import assert_resumed_once, checkpoint_registered, sweep_runs
+from helpers import assert_resumed_once, assert_trigger_nowhere, checkpoint_registered, sweep_runs
 from persona_sweep import embedded_ray, names, tracking
 from servers import MlflowServer, PostgresServer
 
 pytestmark = pytest.mark.slow
+TRIGGER = "~cluster-trigger-7d2e~"
 
 SWEEP = """
 name: %(name)s
@@ -54,9 +56,10 @@ def two_nodes(tmp_path_factory, team_mlflow):
     cluster's shared storage (PERSONA_SWEEP_HOME) and the trigger live in `shared`; `node_local`
     is a folder the second node has its own of."""
     root = tmp_path_factory.mktemp("cluster")
-    shared, node_local = root / "shared", root / "node-local"
+    shared, node_local, secret = root / "shared", root / "node-local", root / "secret"
     shared.mkdir()
-    (shared / "trigger").write_text("~cluster-trigger~")
+    secret.mkdir()
+    (secret / "trigger").write_text(TRIGGER)
     env = {**without_persona_sweep_env(), "RAY_AUTH_MODE": "token", "PERSONA_SWEEP_HOME": str(shared),
            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     gcs, dashboard = free_port(), free_port()
@@ -72,7 +75,8 @@ def two_nodes(tmp_path_factory, team_mlflow):
         address = f"http://127.0.0.1:{dashboard}"
         wait_for(lambda: alive_nodes(env, gcs) == 2, 120, "both nodes to join")
         yield {"address": address, "gcs": f"127.0.0.1:{gcs}", "shared": shared, "node_local": node_local,
-               "uri": team_mlflow[0].uri, "database": team_mlflow[1]}
+               "trigger_file": secret / "trigger", "temp_dirs": temp_dirs, "uri": team_mlflow[0].uri,
+               "database": team_mlflow[1]}
     finally:
         sessions = {str(path) for temp_dir in temp_dirs for path in temp_dir.glob("session_2*")}
         embedded_ray.sweep(secrets.token_hex(16), sessions)
@@ -99,7 +103,7 @@ def alive_nodes(env: dict, gcs: int) -> int:
 
 
 def sweep_file(work: Path, cluster: dict, name: str, steps: int) -> str:
-    write_sweep(work / f"{name}.yaml", SWEEP % {"name": name, "steps": steps, "trigger": cluster["shared"] / "trigger",
+    write_sweep(work / f"{name}.yaml", SWEEP % {"name": name, "steps": steps, "trigger": cluster["trigger_file"],
                                                 "uri": cluster["uri"]})
     return f"{name}.yaml"
 
@@ -134,6 +138,18 @@ def test_submit_follow_runs_trials_on_both_nodes_with_shared_storage(two_nodes, 
         trial_id = run.data.tags[names.TRIAL_ID]
         assert list((shared / "ray_results" / "two" / "_train" / f"train-{trial_id}").glob("checkpoint_*"))
     assert not (tmp_path / "runs").exists()  # nothing on the laptop's side
+
+
+def test_the_trigger_never_travels_with_the_job(two_nodes, monkeypatch):
+    """After the submitted sweep: not in the job's entrypoint, runtime_env or metadata, and in no
+    file on the shared storage or under either node's temp dir (job and worker logs)."""
+    from persona_sweep import cluster
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    info = cluster.jobs(two_nodes["address"]).get_job_info("two")
+    assert info.entrypoint.startswith("python -m persona_sweep run sweep.yaml")
+    assert TRIGGER not in json.dumps([info.entrypoint, info.runtime_env, info.metadata], default=str)
+    assert_trigger_nowhere(TRIGGER, two_nodes["shared"], *two_nodes["temp_dirs"], min_files=100)
 
 
 def test_stop_then_resume_finishes_the_sweep_with_no_trial_lost_or_doubled(two_nodes, tmp_path):
