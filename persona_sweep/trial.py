@@ -55,6 +55,10 @@ class SweepPaths:
     def train_storage(self) -> str:
         return str(Path(self.storage) / "_train")
 
+    def placement_group_file(self, trial_id: str) -> Path:
+        """The worker group's placement group, written by rank 0 (see `remove_lost_placement_group`)."""
+        return Path(self.storage) / "_pids" / f"{trial_id}.placement_group"
+
     def pid_file(self, trial_id: str, rank: int) -> Path:
         """Each worker writes its PID here as it starts (a restarted worker overwrites it), so an
         operator or a test can signal exactly that worker, not whatever a process title matches."""
@@ -76,6 +80,21 @@ class TrialConfig:
     started: float  # wall-clock time the trial started (for its fixed set-up cost)
 
 
+def remove_lost_placement_group(path: Path) -> None:
+    """A trial Tune retries after its node was lost: Ray reschedules the lost attempt's worker
+    placement group onto the nodes left, where it holds their CPUs while the job lives (Ray
+    Train's cleaner did not remove it, in our two-node test), and the retry's worker group waits
+    for them forever. Rank 0 wrote its id: remove it first (already removed: nothing to do)."""
+    import ray
+    from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
+
+    if not path.exists():
+        return
+    group = PlacementGroup(ray.PlacementGroupID.from_hex(path.read_text().strip()))
+    if placement_group_table(group).get("state") not in (None, "REMOVED"):
+        remove_placement_group(group)
+
+
 def run_llm_trial(trial: TrialConfig) -> None:
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -83,6 +102,7 @@ def run_llm_trial(trial: TrialConfig) -> None:
 
     spec = trial.spec
     gpus = spec.resources.gpus_per_worker
+    remove_lost_placement_group(trial.paths.placement_group_file(trial.trial_id))
     trainer = TorchTrainer(
         trial_worker,
         train_loop_config={"trial": trial},
@@ -135,6 +155,8 @@ def start_worker(trial: TrialConfig) -> Worker:
     pid_file = trial.paths.pid_file(trial.trial_id, rank)
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     pid_file.write_text(str(os.getpid()))
+    if rank == 0:
+        trial.paths.placement_group_file(trial.trial_id).write_text(ray.get_runtime_context().get_placement_group_id())
     torch.set_num_threads(max(1, round(spec.resources.cpus_per_worker)))
     device = distributed.worker_device(use_gpu)
     distributed.init_deepspeed(use_gpu, Path(trial.paths.cache))

@@ -140,10 +140,12 @@ def _same(shown, logged: float) -> bool:
     return (shown is None and math.isnan(logged)) or (shown is not None and shown == pytest.approx(logged, abs=1e-9))
 
 
-def checkpoint_registered(storage: Path, **metrics) -> bool:
-    """Ray Train has registered a checkpoint whose reported metrics include `metrics` (its
-    snapshot of registered checkpoints lists it: a checkpoint folder alone may not be yet)."""
-    for snapshot in (storage / "_train").glob("*/checkpoint_manager_snapshot.json"):
+def checkpoint_registered(storage: Path, trial_id: str | None = None, **metrics) -> bool:
+    """Ray Train has registered a checkpoint (of any trial, or of `trial_id`) whose reported
+    metrics include `metrics` (its snapshot of registered checkpoints lists it: a checkpoint
+    folder alone may not be yet)."""
+    runs = f"train-{trial_id}" if trial_id else "*"
+    for snapshot in (storage / "_train").glob(f"{runs}/checkpoint_manager_snapshot.json"):
         try:
             registered = json.loads(snapshot.read_text())["checkpoint_results"]
         except (OSError, ValueError, KeyError):  # being written

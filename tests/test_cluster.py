@@ -178,3 +178,48 @@ def rows_in_postgres(database: PostgresServer, experiment_id: str) -> int:
             cursor.execute("SELECT count(*) FROM runs WHERE experiment_id = %s", (int(experiment_id),))
             return cursor.fetchone()[0]
 
+
+def test_a_lost_node_s_trial_continues_from_its_checkpoint_on_the_remaining_node(two_nodes, tmp_path):
+    """Last in this module: the second node does not come back. Its raylet is chosen by PID
+    among the processes of that node's temp dir; its trial (Tune's actor and Ray Train's
+    workers may all have been there) continues on the head from its last checkpoint."""
+    steps = 40
+    submitted = cli("submit", sweep_file(tmp_path, two_nodes, "lost-node", steps=steps), "--address",
+                    two_nodes["address"], home=None, cwd=tmp_path)
+    assert submitted.returncode == 0
+    storage = two_nodes["shared"] / "ray_results" / "lost-node"
+    raylet = second_node_raylet(two_nodes["temp_dirs"][1])
+    wait_for(lambda: trial_on(storage, raylet), 600, "a trial training on the second node")
+    victim = trial_on(storage, raylet)
+    wait_for(lambda: checkpoint_registered(storage, victim, **{names.TRAIN_STEP: 10}), 600,
+             "a checkpoint of the second node's trial")
+    raylet.kill()
+    followed = cli("logs", "lost-node", "--address", two_nodes["address"], "--follow", home=None, cwd=tmp_path,
+                   timeout=480)
+    assert followed.returncode == 0, followed.stdout[-3000:]
+    runs = assert_resumed_once(two_nodes["shared"], "lost-node", trials=2, steps=steps, resumed=1, uri=two_nodes["uri"])
+    moved = next(run for run in runs if run.data.tags[names.TRIAL_ID] == victim)
+    assert moved.data.metrics[names.RESUMED_FROM_STEP] >= 10
+    assert len({run.data.tags[names.RAY_NODE_ID] for run in runs}) == 1  # both ended on the head
+
+
+def second_node_raylet(temp_dir: Path):
+    import psutil
+
+    (raylet,) = [process for process in psutil.process_iter(["name", "cmdline"])
+                 if process.info["name"] == "raylet" and str(temp_dir) in " ".join(process.info["cmdline"] or [])]
+    return raylet
+
+
+def trial_on(storage: Path, raylet) -> str | None:
+    """The trial whose rank 0 worker (by the PID it wrote) runs under that raylet."""
+    import psutil
+
+    for pid_file in (storage / "_pids").glob("*.rank0.pid"):
+        try:
+            worker = psutil.Process(int(pid_file.read_text()))
+            if raylet.pid in {parent.pid for parent in worker.parents()}:
+                return pid_file.name.removesuffix(".rank0.pid")
+        except (ValueError, OSError, psutil.Error):
+            continue
+    return None
