@@ -74,7 +74,7 @@ def resume(name, address, follow):
     """Finish a sweep's unfinished and errored trials; finished trials are never re-run."""
     from persona_sweep import cluster, engine
 
-    if cluster.is_job_address(address or os.environ.get("RAY_ADDRESS")):
+    if cluster.names_a_dashboard(address):
         jobs = cluster.jobs(address)
         job_id = cluster.submit_resume(jobs, name)
         click.echo(f"submitted `resume {name}` as Ray job '{job_id}'")
@@ -123,7 +123,7 @@ def status(name, address):
     """One line per trial; with a cluster's dashboard, the sweep's latest job."""
     from persona_sweep import cluster, engine
 
-    if cluster.is_job_address(address or os.environ.get("RAY_ADDRESS")):
+    if cluster.names_a_dashboard(address):
         jobs = cluster.jobs(address)
         job_id = cluster.latest_job(jobs, name)
         info = jobs.get_job_info(job_id)

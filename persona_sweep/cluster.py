@@ -23,23 +23,28 @@ import time
 from pathlib import Path
 
 from persona_sweep.config import SweepError, first_line
+from persona_sweep.tracking import is_server
 
 SWEEP_FILE = "sweep.yaml"  # the sweep file's name in the job's working_dir
 STOP_GRACE_S = 120
 PACKAGE = Path(__file__).resolve().parent
-JOB_SCHEMES = ("http://", "https://")
 
 
 def is_job_address(address: str | None) -> bool:
-    return bool(address) and address.startswith(JOB_SCHEMES)
+    """An http(s) URL: the Job Submission API (anything else attaches as the driver)."""
+    return bool(address) and is_server(address)
+
+
+def names_a_dashboard(address: str | None) -> bool:
+    """`--address`, or else RAY_ADDRESS (for these verbs only), is a dashboard URL."""
+    return is_job_address(address or os.environ.get("RAY_ADDRESS"))
 
 
 def job_address(address: str | None) -> str:
     """`--address`, or RAY_ADDRESS for these verbs only; it must be a dashboard URL."""
-    address = address or os.environ.get("RAY_ADDRESS")
-    if not is_job_address(address):
+    if not names_a_dashboard(address):
         raise SweepError("--address: the cluster's dashboard, http://HEAD:8265 (or set RAY_ADDRESS to it)")
-    return address
+    return address or os.environ["RAY_ADDRESS"]
 
 
 def jobs(address: str | None):

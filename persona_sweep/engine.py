@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from persona_sweep import checkpoints, names, tracking
+from persona_sweep.cluster import is_job_address
 from persona_sweep.config import GridSweep, SweepError, first_line, validate
 from persona_sweep.preflight import check_home_shared
 from persona_sweep.trial import SweepPaths, TrialConfig
@@ -201,7 +202,7 @@ def connect(address: str | None) -> None:
 
         start_embedded_ray(address="local")  # a new instance, even where RAY_ADDRESS names a cluster
         return
-    if address.startswith(("http://", "https://")):
+    if is_job_address(address):
         raise SweepError(f"--address: {address} is a dashboard; send the sweep there with `persona-sweep submit`")
     check_reachable(address)
     try:
