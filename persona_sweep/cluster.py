@@ -49,14 +49,27 @@ def job_address(address: str | None) -> str:
 
 def jobs(address: str | None):
     """Ray's Job Submission client, with the cluster's token (auth stays on)."""
+    from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 
     address = job_address(address)
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
     try:
-        return JobSubmissionClient(address)
+        return JobSubmissionClient(address, headers=token_header())
+    except AuthenticationError as error:
+        raise SweepError(f"--address: the Ray dashboard at {address} refused this machine's token "
+                         f"({first_line(error)}); put the cluster's token in ~/.ray/auth_token "
+                         "or RAY_AUTH_TOKEN") from None
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise SweepError(f"--address: no Ray dashboard answers at {address} ({first_line(error)})") from None
+
+
+def token_header() -> dict:
+    """The cluster's token from where Ray keeps it (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH,
+    ~/.ray/auth_token), whatever RAY_AUTH_MODE says: Ray reads the mode once per process, so a
+    process that touched Ray before the mode was set would send no token."""
+    from ray._raylet import AuthenticationTokenLoader
+
+    return AuthenticationTokenLoader.instance().get_token_for_http_header(ignore_auth_mode=True)
 
 
 def job_env() -> dict:

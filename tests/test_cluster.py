@@ -140,15 +140,12 @@ def test_submit_follow_runs_trials_on_both_nodes_with_shared_storage(two_nodes, 
     assert not (tmp_path / "runs").exists()  # nothing on the laptop's side
 
 
-def test_the_trigger_never_travels_with_the_job(two_nodes, monkeypatch):
+def test_the_trigger_never_travels_with_the_job(two_nodes):
     """After the submitted sweep: not in the job's entrypoint, runtime_env or metadata, and in no
     file on the shared storage or under either node's temp dir (job and worker logs)."""
-    from persona_sweep import cluster
-
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")
-    info = cluster.jobs(two_nodes["address"]).get_job_info("two")
-    assert info.entrypoint.startswith("python -m persona_sweep run sweep.yaml")
-    assert TRIGGER not in json.dumps([info.entrypoint, info.runtime_env, info.metadata], default=str)
+    info = job_info_from_a_process_that_read_ray_s_auth_mode_as_disabled(two_nodes["address"], "two")
+    assert info["entrypoint"].startswith("python -m persona_sweep run sweep.yaml")
+    assert TRIGGER not in json.dumps(info)
     assert_trigger_nowhere(TRIGGER, two_nodes["shared"], *two_nodes["temp_dirs"], min_files=100)
 
 
@@ -167,6 +164,20 @@ def test_stop_then_resume_finishes_the_sweep_with_no_trial_lost_or_doubled(two_n
                   timeout=900)
     assert "submitted `resume stopped` as Ray job 'stopped-resume-1'" in resumed.stdout
     assert_resumed_once(two_nodes["shared"], "stopped", trials=2, steps=steps, resumed=1, uri=two_nodes["uri"])
+
+
+def job_info_from_a_process_that_read_ray_s_auth_mode_as_disabled(address: str, job_id: str) -> dict:
+    """Ray reads RAY_AUTH_MODE once per process; `cluster.jobs` sends the token all the same."""
+    probe = ("import json, os, sys; from ray._raylet import get_authentication_mode; get_authentication_mode(); "
+             "os.environ['RAY_AUTH_MODE'] = 'token'; from persona_sweep import cluster; "
+             "info = cluster.jobs(sys.argv[1]).get_job_info(sys.argv[2]); "
+             "print(json.dumps([info.entrypoint, info.runtime_env, info.metadata], default=str))")
+    env = {**without_persona_sweep_env(), "RAY_AUTH_MODE": "disabled"}
+    result = subprocess.run([str(BIN / "python"), "-c", probe, address, job_id], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    entrypoint, runtime_env, metadata = json.loads(result.stdout.strip().splitlines()[-1])
+    return {"entrypoint": entrypoint, "runtime_env": runtime_env, "metadata": metadata}
 
 
 def rows_in_postgres(database: PostgresServer, experiment_id: str) -> int:
