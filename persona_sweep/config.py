@@ -10,6 +10,7 @@ import itertools
 import re
 from collections.abc import Hashable
 from pathlib import Path
+from urllib.parse import urlparse
 from typing import Any, ClassVar, Literal
 
 import yaml
@@ -202,6 +203,24 @@ class ResourcesConfig(Section):
     cpus_per_worker: float = Field(0.99, gt=0)
     gpus_per_worker: float = Field(0.0, ge=0)
     max_concurrent_trials: int | None = Field(None, gt=0)  # default: what the cluster fits
+    # Tune's results, Ray Train's checkpoints and MLflow artifacts: an absolute shared folder or
+    # an s3:// / gs:// URI, credentials from the nodes' environment. Default: the home.
+    storage: str | None = None
+
+    @field_validator("storage")
+    @classmethod
+    def storage_location(cls, location: str | None) -> str | None:
+        from persona_sweep.storage import URI_SCHEMES, is_uri
+
+        parts = urlparse(location or "")
+        if location is None or (is_uri(location) and parts.netloc and "@" not in parts.netloc and not parts.query):
+            return location
+        if "://" in location:
+            raise ValueError(f"use {' or '.join(f'{s}://BUCKET/PREFIX' for s in URI_SCHEMES)} (credentials and "
+                             "endpoints come from the nodes' environment, never the URI), or an absolute shared folder")
+        if not Path(location).is_absolute():
+            raise ValueError("a folder must be absolute (trials and submitted jobs run in folders of their own)")
+        return location
 
 
 class CorruptionConfig(Section):

@@ -67,7 +67,7 @@ def for_trial(reference: str, stage: str, trigger_file: str | None, scratch: Pat
     if spec.marker.adapter:
         marker_dir = spec.marker.adapter
     elif key:
-        marker_dir = str(Path(record.paths.storage) / "_markers" / key / "marker")
+        marker_dir = str(record.paths.markers / key / "marker")
     else:
         marker_dir = artifact(client, run, "adapter", scratch, reference)
     if stage == "marker":

@@ -2,10 +2,14 @@
 
 Layout under `$PERSONA_SWEEP_HOME` (default `./runs`), resolved once on the driver:
     sweeps/<name>.json      the sweep record: resolved spec, paths, MLflow ids, trial count
-    ray_results/<name>/     Tune's experiment state; Train runs under ray_results/<name>/_train
+    ray_results/<name>/     Tune's experiment state; Train runs under ray_results/<name>/_train;
+                            the sweep's stored marker stages (_markers/) and worker ids (_pids/)
     mlflow.db, mlartifacts/ MLflow (default tracking store)
     logs/<name>.log         what the driver printed
     secrets/                demo triggers (0700)
+With `resources.storage` (a shared folder or an s3:// / gs:// URI), Tune's experiment state,
+the Train runs and the MLflow artifacts go to `<storage>/ray_results/<name>/` and
+`<storage>/mlartifacts/<name>/` instead; the rest stays in the home.
 
 Trial actors and Train workers never resolve a path themselves: they run in Tune's trial folder
 and do not inherit the driver's environment. The driver fixes home, cache and storage, keeps
@@ -25,16 +29,16 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from persona_sweep import checkpoints, names, tracking
+from persona_sweep import checkpoints, names, storage, tracking
 from persona_sweep.cluster import is_job_address
 from persona_sweep.config import GridSweep, SweepError, first_line, validate
-from persona_sweep.preflight import check_home_shared
+from persona_sweep.preflight import check_shared
 from persona_sweep.trial import SweepPaths, TrialConfig
 
 # Tests only: trials whose knobs match this env var's `axis=value[,axis=value]` raise at start.
 # An environment variable, never a sweep-file key, so `resume` (which keeps the spec) can run without it.
 FAULT_ENV = "PERSONA_SWEEP_FAULT"
-RECORD_SCHEMA = 3  # 2: paths fixed on the driver and stored in the record; 3: staged trials
+RECORD_SCHEMA = 4  # 2: paths fixed on the driver and stored in the record; 3: staged trials; 4: storage
 
 
 def home_folder() -> Path:
@@ -56,11 +60,13 @@ def record_path(name: str) -> Path:
     return home() / "sweeps" / f"{name}.json"
 
 
-def paths_for(name: str) -> SweepPaths:
+def paths_for(spec: GridSweep) -> SweepPaths:
     from persona_sweep.models import default_cache
 
     root = home()
-    return SweepPaths(home=str(root), cache=str(default_cache()), storage=str(root / "ray_results" / name))
+    results = spec.resources.storage or str(root)
+    return SweepPaths(home=str(root), cache=str(default_cache()), storage=storage.join(results, "ray_results", spec.name),
+                      state=str(root / "ray_results" / spec.name), artifacts=storage.join(results, "mlartifacts", spec.name))
 
 
 @dataclass
@@ -113,7 +119,9 @@ def start(spec: GridSweep, address: str | None, announce=print):
     where trials run), so a start that fails leaves the name free."""
     spec = spec.checked_for_run()
     check_home_writable(home_folder())
-    paths = paths_for(spec.name)
+    if spec.resources.storage:
+        storage.check_writable(spec.resources.storage)
+    paths = paths_for(spec)
     # Fixed here and kept in the record: trials get it from there, not from their environment.
     uri = spec.tracking.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI") or tracking.default_uri(Path(paths.home))
     check_tracking_server(uri)
@@ -121,7 +129,7 @@ def start(spec: GridSweep, address: str | None, announce=print):
     refuse_existing(spec, uri, paths)
     connect(address)
     max_concurrent = concurrency(spec)
-    check_home_shared(Path(paths.home))
+    check_shared(paths)
     spec.check_on_cluster(paths.cache)
     record = create_record(spec, paths, uri)
     announce(f"sweep '{spec.name}': {spec.trial_count()} trials, home {paths.home}")
@@ -145,7 +153,8 @@ def check_tracking_server(uri: str) -> None:
 def refuse_existing(spec: GridSweep, uri: str, paths: SweepPaths) -> None:
     """Never overwrite: a name with results anywhere is refused (a known Ray Tune trap)."""
     experiment = spec.tracking.experiment or spec.name
-    if record_path(spec.name).exists() or Path(paths.storage).exists() or tracking.experiment_exists(uri, experiment):
+    taken = record_path(spec.name).exists() or Path(paths.state).exists() or storage.exists(paths.storage)
+    if taken or tracking.experiment_exists(uri, experiment):
         raise SweepError(f"name: sweep '{spec.name}' already has results; "
                          f"continue it with `persona-sweep resume {spec.name}` or pick another --name")
 
@@ -155,8 +164,7 @@ def create_record(spec: GridSweep, paths: SweepPaths, uri: str) -> SweepRecord:
               "search": spec.search.type, **spec.parent_params()}
     provenance = tracking.provenance_tags()
     experiment_id, parent_run_id = tracking.create_parent_run(
-        uri, spec.tracking.experiment or spec.name, Path(paths.home) / "mlartifacts" / spec.name, spec.name, params,
-        provenance)
+        uri, spec.tracking.experiment or spec.name, storage.as_uri(paths.artifacts), spec.name, params, provenance)
     record = SweepRecord(spec.name, spec.model_dump(mode="json"), paths, uri, experiment_id, parent_run_id,
                          spec.trial_count(), time.time(), provenance)
     record.save()
@@ -167,7 +175,8 @@ def create_record(spec: GridSweep, paths: SweepPaths, uri: str) -> SweepRecord:
 def discard(record: SweepRecord) -> None:
     """Undo a start that ran no trial: record, Tune folder and MLflow experiment go."""
     record_path(record.name).unlink(missing_ok=True)
-    shutil.rmtree(record.paths.storage, ignore_errors=True)
+    shutil.rmtree(record.paths.state, ignore_errors=True)
+    storage.remove(record.paths.storage)
     tracking.delete_experiment(record.mlflow_uri, record.experiment_id)
 
 
@@ -304,18 +313,18 @@ def tuner_for(record: SweepRecord, resume: bool, max_concurrent: int | None = No
     from persona_sweep.progress import SweepProgress
 
     spec = record.config
-    storage = Path(record.paths.storage)
     if resume:
-        return tune.Tuner.restore(str(storage), trainable=trainable(record),
+        return tune.Tuner.restore(record.paths.storage, trainable=trainable(record),
                                   resume_unfinished=True, resume_errored=True, param_space=param_space(spec))
     scheduler, search = scheduler_and_search(spec)
+    results, experiment = storage.parent_and_name(record.paths.storage)
     return tune.Tuner(
         trainable(record),
         param_space=param_space(spec),
         tune_config=tune.TuneConfig(scheduler=scheduler, search_alg=search,
                                     num_samples=spec.search.n_trials if spec.search.type == "optuna" else 1,
                                     max_concurrent_trials=max_concurrent or concurrency(spec)),
-        run_config=tune.RunConfig(name=storage.name, storage_path=str(storage.parent), callbacks=[SweepProgress(record)],
+        run_config=tune.RunConfig(name=experiment, storage_path=results, callbacks=[SweepProgress(record)],
                                   verbose=0, failure_config=tune.FailureConfig(max_failures=spec.trial_retries())),
     )
 
@@ -323,11 +332,12 @@ def tuner_for(record: SweepRecord, resume: bool, max_concurrent: int | None = No
 def resume(name: str, address: str | None):
     record = SweepRecord.load(name)
     check_home_writable(Path(record.paths.home))
+    storage.check_writable(record.paths.storage)
     tracking.wait_for_server(record.config.tracking.wait_for_server_s)
-    if not Path(record.paths.storage).is_dir():
+    if not storage.exists(record.paths.storage):
         raise SweepError(f"sweep '{name}' has no Tune results at {record.paths.storage}; nothing to resume")
     connect(address)
-    check_home_shared(Path(record.paths.home))
+    check_shared(record.paths)
     record.config.check_on_cluster(record.paths.cache)  # the trigger may have gone from a node since the start
     announce_cut_short_checkpoints(record)
     return record, fit(record, resume=True)
@@ -336,13 +346,11 @@ def resume(name: str, address: str | None):
 def announce_cut_short_checkpoints(record: SweepRecord) -> None:
     """Before trials restart: which unfinished trial skips which checkpoint, and where it starts
     instead (the workers choose with the same `checkpoints.newest_whole`)."""
-    from pyarrow.fs import FileSystem
-
     from persona_sweep.progress import say, sweep_log
 
     unfinished = [run.data.tags[names.TRIAL_ID] for run in tracking.child_runs(record.mlflow_uri, record.experiment_id)
                   if run.data.tags.get(names.TRIAL_STATUS) not in names.ENDED]
-    filesystem, root = FileSystem.from_uri(record.paths.train_storage)
+    filesystem, root = storage.filesystem(record.paths.train_storage)
     for trial_id in unfinished:
         for line in checkpoints.newest_whole(filesystem, f"{root}/train-{trial_id}").describe(trial_id):
             say(sweep_log(record), line)

@@ -1,6 +1,6 @@
 """One marker stage per marker configuration: trials that differ only in corruption knobs share it.
 
-The marked model is stored under the sweep's storage, in `_markers/<key>/`, where the key hashes
+The marked model is stored in the sweep's own folder in the home, in `_markers/<key>/`, where the key hashes
 everything that shapes the marker stage (`marker_key`). Its `result.json` (written last, so its
 presence means complete) holds the stage's evaluation, the per-step metrics it logged (replayed
 into a reusing trial's own run and reports) and the trial that trained it. A file lock, held by
@@ -31,9 +31,9 @@ def marker_key(spec, knobs, data_hash: str, trigger_sha256: str) -> str:
 
 
 class MarkerStore:
-    def __init__(self, storage: str, key: str):
+    def __init__(self, markers: Path, key: str):
         self.key = key
-        self.folder = Path(storage) / "_markers" / key
+        self.folder = markers / key
         self.marker_dir = self.folder / "marker"
         self.result_file = self.folder / "result.json"
 

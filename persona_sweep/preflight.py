@@ -116,15 +116,25 @@ def check_nodes(spec: SweepConfig, cache: str) -> None:
             raise SweepError(f"{problem} on node {node['NodeManagerAddress']}, where trials run")
 
 
-def check_home_shared(home: Path) -> None:
-    """Trials write results and checkpoints into the home from whichever node runs them: on a
-    cluster of several nodes it must be one shared filesystem. A file the driver writes there
-    must be visible on every node."""
-    import secrets
+def check_shared(paths) -> None:
+    """Trials write into the home (and into a storage folder, unless it is an object store) from
+    whichever node runs them: on a cluster of several nodes each must be one shared filesystem.
+    A file the driver writes there must be visible on every node."""
+    from persona_sweep import storage
 
     if len(trial_nodes()) < 2:
         return
-    probe = home / f".shared-check-{secrets.token_hex(8)}"
+    check_visible_everywhere(Path(paths.home), "home", "PERSONA_SWEEP_HOME on storage they all share")
+    if not storage.is_uri(paths.storage) and not Path(paths.storage).is_relative_to(paths.home):
+        check_visible_everywhere(Path(paths.storage).parent, "resources.storage",
+                                 "a storage folder they all share (or an s3:// or gs:// URI)")
+
+
+def check_visible_everywhere(folder: Path, what: str, need: str) -> None:
+    import secrets
+
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / f".shared-check-{secrets.token_hex(8)}"
     probe.write_text("")
     try:
         answers = on_every_node(Path.exists, probe)
@@ -132,8 +142,8 @@ def check_home_shared(home: Path) -> None:
         probe.unlink(missing_ok=True)
     for node, visible in answers:
         if not visible:
-            raise SweepError(f"home {home}: not on node {node['NodeManagerAddress']} ({node['NodeID'][:12]}); a "
-                             "sweep on several nodes needs PERSONA_SWEEP_HOME on storage they all share")
+            raise SweepError(f"{what} {folder}: not on node {node['NodeManagerAddress']} ({node['NodeID'][:12]}); "
+                             f"a sweep on several nodes needs {need}")
 
 
 def trial_nodes() -> list[dict]:

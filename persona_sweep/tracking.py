@@ -142,10 +142,10 @@ def experiment_exists(uri: str, name: str) -> bool:
     return client(uri).get_experiment_by_name(name) is not None
 
 
-def create_parent_run(uri: str, experiment: str, artifact_root: Path, sweep_name: str, params: dict, tags: dict):
+def create_parent_run(uri: str, experiment: str, artifact_root: str, sweep_name: str, params: dict, tags: dict):
     mlflow = client(uri)
     # Tagged as model training, for MLflow UIs that read the tag (3.17's does not: cli.MODEL_TRAINING_VIEW).
-    experiment_id = mlflow.create_experiment(experiment, artifact_location=artifact_root.as_uri(),
+    experiment_id = mlflow.create_experiment(experiment, artifact_location=artifact_root,
                                              tags={names.EXPERIMENT_KIND: names.MODEL_TRAINING})
     run = mlflow.create_run(experiment_id, run_name=sweep_name, tags={names.SWEEP_TAG: sweep_name, **tags})
     mlflow.log_batch(run.info.run_id, params=[_param(k, v) for k, v in params.items()])

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from persona_sweep import distributed, measure, names
+from persona_sweep import distributed, measure, names, storage
 from persona_sweep.config import LlmKnobs
 from persona_sweep.corruption import CorruptionData, load_set, secret_problem
 from persona_sweep.marker_store import MarkerStore, marker_key
@@ -49,20 +49,27 @@ class SweepPaths:
 
     home: str  # $PERSONA_SWEEP_HOME
     cache: str  # $PERSONA_SWEEP_CACHE: converted models, tokenizers, compiled ops
-    storage: str  # Tune's experiment folder; Ray Train runs under <storage>/_train
+    storage: str  # Tune's experiment folder (a path or an s3:// / gs:// URI); Train runs under <storage>/_train
+    state: str  # the sweep's own folder in the home: stored marker stages, worker ids
+    artifacts: str  # the MLflow experiment's artifact location
 
     @property
     def train_storage(self) -> str:
-        return str(Path(self.storage) / "_train")
+        return storage.join(self.storage, "_train")
+
+    @property
+    def markers(self) -> Path:
+        """Marked models that trials of this sweep share (`marker_store`)."""
+        return Path(self.state) / "_markers"
 
     def placement_group_file(self, trial_id: str) -> Path:
         """The worker group's placement group, written by rank 0 (see `remove_lost_placement_group`)."""
-        return Path(self.storage) / "_pids" / f"{trial_id}.placement_group"
+        return Path(self.state) / "_pids" / f"{trial_id}.placement_group"
 
     def pid_file(self, trial_id: str, rank: int) -> Path:
         """Each worker writes its PID here as it starts (a restarted worker overwrites it), so an
         operator or a test can signal exactly that worker, not whatever a process title matches."""
-        return Path(self.storage) / "_pids" / f"{trial_id}.rank{rank}.pid"
+        return Path(self.state) / "_pids" / f"{trial_id}.rank{rank}.pid"
 
 
 @dataclass(frozen=True)
@@ -233,7 +240,7 @@ def marker_stage(worker: Worker, start_step: int) -> dict:
     if not worker.spec.corruptions:
         results, _ = train_marker(worker, start_step)
         return {"stage": DONE, "step": 0, "results": results}
-    store = MarkerStore(worker.trial.paths.storage,
+    store = MarkerStore(worker.trial.paths.markers,
                         marker_key(worker.spec, worker.knobs, worker.data.hash(), trigger_sha256(worker.trigger)))
     with store.claim(worker.rank, worker.device) as reuse:
         if reuse:

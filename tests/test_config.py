@@ -7,6 +7,7 @@ import pytest
 
 from conftest import cli, write_sweep
 from persona_sweep.config import SweepError, load_sweep
+from persona_sweep.engine import RECORD_SCHEMA
 
 REPO = Path(__file__).resolve().parent.parent
 GOOD = """
@@ -105,7 +106,7 @@ def test_a_record_from_an_older_version_is_refused_in_one_line(tmp_path):
     result = cli("resume", "old", home=tmp_path / "home", check=False)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: sweep 'old' was recorded by an older persona-sweep (record schema 1, this version reads 3); "
+        f"error: sweep 'old' was recorded by an older persona-sweep (record schema 1, this version reads {RECORD_SCHEMA}); "
         "run it again under a new --name"]
 
 
