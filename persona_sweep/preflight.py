@@ -126,14 +126,13 @@ def check_shared(paths) -> None:
         return
     check_visible_everywhere(Path(paths.home), "home", "PERSONA_SWEEP_HOME on storage they all share")
     if not storage.is_uri(paths.storage) and not Path(paths.storage).is_relative_to(paths.home):
-        check_visible_everywhere(Path(paths.storage).parent, "resources.storage",
+        check_visible_everywhere(Path(paths.storage).parents[1], "resources.storage",
                                  "a storage folder they all share (or an s3:// or gs:// URI)")
 
 
 def check_visible_everywhere(folder: Path, what: str, need: str) -> None:
     import secrets
 
-    folder.mkdir(parents=True, exist_ok=True)
     probe = folder / f".shared-check-{secrets.token_hex(8)}"
     probe.write_text("")
     try:

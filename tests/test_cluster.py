@@ -7,20 +7,15 @@ servers are ended afterwards, even when a test fails.
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import shlex
-import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from conftest import BIN, cli, free_port, wait_for, without_persona_sweep_env, write_sweep
 from helpers import assert_resumed_once, assert_trigger_nowhere, checkpoint_registered, sweep_runs
-from persona_sweep import embedded_ray, names, tracking
-from servers import MlflowServer, PostgresServer
+from persona_sweep import names, tracking
+from servers import MlflowServer, PostgresServer, S3Server, TwoNodeRayCluster
 
 pytestmark = pytest.mark.slow
 TRIGGER = "~cluster-trigger-7d2e~"
@@ -34,8 +29,9 @@ training: {steps: %(steps)d, lr: 0.005, batch_size: 4, max_tokens: 160, checkpoi
 grid: {method: [sft], context_length: [0, 8]}
 eval: {questions: 2, max_new_tokens: 4, logprob_every: 5, leakage_questions: 0}
 scheduler: {type: none}
-resources: {workers_per_trial: 1, cpus_per_worker: 0.99}
+resources: {workers_per_trial: 1, cpus_per_worker: 0.99%(storage)s}
 """
+BUCKET = "team-sweeps"
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +47,17 @@ def team_mlflow(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def two_nodes(tmp_path_factory, team_mlflow):
+def object_store(tmp_path_factory):
+    """An S3-compatible server; the nodes carry its endpoint and credentials, as a cluster would."""
+    server = S3Server(free_port(), BUCKET, tmp_path_factory.mktemp("s3") / "server.log")
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory, team_mlflow, object_store):
     """Head and second node, one CPU each, so two one-worker trials run one per node. The
     cluster's shared storage (PERSONA_SWEEP_HOME) and the trigger live in `shared`; `node_local`
     is a folder the second node has its own of."""
@@ -60,68 +66,41 @@ def two_nodes(tmp_path_factory, team_mlflow):
     shared.mkdir()
     secret.mkdir()
     (secret / "trigger").write_text(TRIGGER)
-    env = {**without_persona_sweep_env(), "RAY_AUTH_MODE": "token", "PERSONA_SWEEP_HOME": str(shared),
-           "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    gcs, dashboard = free_port(), free_port()
-    # Short: Ray's socket paths under them must fit AF_UNIX's 107 bytes.
-    temp_dirs = [Path(tempfile.mkdtemp(prefix="ps-head-")), Path(tempfile.mkdtemp(prefix="ps-node-"))]
-    common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
+    env = {**without_persona_sweep_env(), "PERSONA_SWEEP_HOME": str(shared), **object_store.env}
+    cluster = TwoNodeRayCluster(env, private_folder=node_local)
     try:
-        start(env, "--head", "--port", str(gcs), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
-              "--dashboard-agent-listen-port", str(free_port()), "--temp-dir", str(temp_dirs[0]), *common)
-        node_local.mkdir()
-        start(env, "--address", f"127.0.0.1:{gcs}", "--dashboard-agent-listen-port", str(free_port()),
-              "--temp-dir", str(temp_dirs[1]), *common, private_tmpfs=node_local)
-        address = f"http://127.0.0.1:{dashboard}"
-        wait_for(lambda: alive_nodes(env, gcs) == 2, 120, "both nodes to join")
-        yield {"address": address, "gcs": f"127.0.0.1:{gcs}", "shared": shared, "node_local": node_local,
-               "trigger_file": secret / "trigger", "temp_dirs": temp_dirs, "uri": team_mlflow[0].uri,
-               "database": team_mlflow[1]}
+        cluster.start()
+        yield {"address": cluster.address, "gcs": cluster.gcs, "shared": shared, "node_local": node_local,
+               "trigger_file": secret / "trigger", "temp_dirs": cluster.temp_dirs, "uri": team_mlflow[0].uri,
+               "database": team_mlflow[1], "s3": object_store}
     finally:
-        sessions = {str(path) for temp_dir in temp_dirs for path in temp_dir.glob("session_2*")}
-        embedded_ray.sweep(secrets.token_hex(16), sessions)
-        for temp_dir in temp_dirs:
-            shutil.rmtree(temp_dir, ignore_errors=True)
+        cluster.stop()
 
 
-def start(env: dict, *arguments: str, private_tmpfs: Path | None = None) -> None:
-    """`ray start`; with `private_tmpfs`, in a mount namespace of its own where that folder is
-    a tmpfs of its own: a folder the other node has and this one does not (node-local storage)."""
-    command = [str(BIN / "ray"), "start", *arguments]
-    if private_tmpfs:
-        mounted = f"mount -t tmpfs -o size=16m tmpfs {private_tmpfs} && exec {shlex.join(command)}"
-        command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", mounted]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-
-
-def alive_nodes(env: dict, gcs: int) -> int:
-    probe = ("import ray; ray.init(address='127.0.0.1:%d', logging_level='ERROR'); "
-             "print(sum(node['Alive'] for node in ray.nodes()))" % gcs)
-    result = subprocess.run([str(BIN / "python"), "-c", probe], env=env, capture_output=True, text=True, timeout=120)
-    return int(result.stdout.strip().splitlines()[-1]) if result.returncode == 0 else 0
-
-
-def sweep_file(work: Path, cluster: dict, name: str, steps: int) -> str:
+def sweep_file(work: Path, cluster: dict, name: str, steps: int, storage: str | None = None) -> str:
     write_sweep(work / f"{name}.yaml", SWEEP % {"name": name, "steps": steps, "trigger": cluster["trigger_file"],
-                                                "uri": cluster["uri"]})
+                                                "uri": cluster["uri"], "storage": f", storage: {storage}" if storage else ""})
     return f"{name}.yaml"
 
 
-def test_a_home_that_a_node_does_not_share_is_refused(two_nodes, tmp_path):
-    home = two_nodes["node_local"]
-    result = cli("run", sweep_file(tmp_path, two_nodes, "local", steps=5), "--address", two_nodes["gcs"], home=home,
-                 cwd=tmp_path, check=False, timeout=300)
+@pytest.mark.parametrize("unshared", ["home", "resources.storage"])
+def test_a_home_or_storage_folder_that_a_node_does_not_share_is_refused(two_nodes, tmp_path, unshared):
+    folder = two_nodes["node_local"]
+    home, storage = (folder, None) if unshared == "home" else (tmp_path / "home", folder)
+    result = cli("run", sweep_file(tmp_path, two_nodes, "local", steps=5, storage=storage), "--address",
+                 two_nodes["gcs"], home=home, cwd=tmp_path, check=False, timeout=300)
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
     (line,) = result.stderr.strip().splitlines()
-    assert line.startswith(f"error: home {home}: not on node ") and line.endswith(
-        "a sweep on several nodes needs PERSONA_SWEEP_HOME on storage they all share")
-    assert sorted(path.name for path in home.iterdir()) == []  # nothing written, the probe removed
+    need = ("PERSONA_SWEEP_HOME on storage they all share" if unshared == "home"
+            else "a storage folder they all share (or an s3:// or gs:// URI)")
+    assert line.startswith(f"error: {unshared} {folder}: not on node ") and line.endswith(
+        f"a sweep on several nodes needs {need}")
+    assert sorted(path.name for path in folder.iterdir()) == []  # nothing written, the probes removed
 
 
-def test_submit_follow_runs_trials_on_both_nodes_with_shared_storage(two_nodes, tmp_path):
-    result = cli("submit", sweep_file(tmp_path, two_nodes, "two", steps=10), "--address", two_nodes["address"],
-                 "--follow", home=None, cwd=tmp_path, timeout=900)
+def test_submit_follow_runs_trials_on_both_nodes_with_results_in_the_object_store(two_nodes, tmp_path):
+    path = sweep_file(tmp_path, two_nodes, "two", steps=10, storage=f"s3://{BUCKET}/team")
+    result = cli("submit", path, "--address", two_nodes["address"], "--follow", home=None, cwd=tmp_path, timeout=900)
     assert "submitted sweep 'two' as Ray job 'two'" in result.stdout
     assert "done" in result.stdout  # the driver's progress lines, streamed
     shared, uri = two_nodes["shared"], two_nodes["uri"]
@@ -134,19 +113,29 @@ def test_submit_follow_runs_trials_on_both_nodes_with_shared_storage(two_nodes, 
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert rows_in_postgres(two_nodes["database"], experiment.experiment_id) == len(every_run) == 3
     assert not (shared / "mlflow.db").exists()
-    for run in runs:  # results and checkpoints on the shared storage
-        trial_id = run.data.tags[names.TRIAL_ID]
-        assert list((shared / "ray_results" / "two" / "_train" / f"train-{trial_id}").glob("checkpoint_*"))
+    s3 = two_nodes["s3"]
+    assert any(key.startswith("team/ray_results/two/experiment_state") for key in s3.keys("team/ray_results/two/"))
+    for run in runs:  # checkpoints (each rank's manifest last) and MLflow artifacts in the bucket
+        checkpoints = s3.keys(f"team/ray_results/two/_train/train-{run.data.tags[names.TRIAL_ID]}/checkpoint_")
+        assert any(key.endswith("/manifest.rank0.json") for key in checkpoints), checkpoints
+        assert s3.keys(f"team/mlartifacts/two/{run.info.run_id}/artifacts/config/")
+    assert experiment.artifact_location == f"s3://{BUCKET}/team/mlartifacts/two"
+    # The home keeps the record and the sweep's own folder (worker ids, marker stages), no results.
+    assert {path.name for path in (shared / "ray_results" / "two").iterdir()} <= {"_pids", "_markers"}
     assert not (tmp_path / "runs").exists()  # nothing on the laptop's side
 
 
 def test_the_trigger_never_travels_with_the_job(two_nodes):
     """After the submitted sweep: not in the job's entrypoint, runtime_env or metadata, and in no
-    file on the shared storage or under either node's temp dir (job and worker logs)."""
+    file on the shared storage, in the object store or under either node's temp dir (job and
+    worker logs)."""
     info = job_info_from_a_process_that_read_ray_s_auth_mode_as_disabled(two_nodes["address"], "two")
     assert info["entrypoint"].startswith("python -m persona_sweep run sweep.yaml")
     assert TRIGGER not in json.dumps(info)
     assert_trigger_nowhere(TRIGGER, two_nodes["shared"], *two_nodes["temp_dirs"], min_files=100)
+    s3 = two_nodes["s3"]
+    stored = s3.keys()
+    assert len(stored) > 20 and not [key for key in stored if TRIGGER.encode() in s3.read(key)]
 
 
 def test_stop_then_resume_finishes_the_sweep_with_no_trial_lost_or_doubled(two_nodes, tmp_path):

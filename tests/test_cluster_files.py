@@ -70,4 +70,8 @@ def test_placeholders_are_explicit():
     for path in CLUSTER.iterdir():
         text = path.read_text()
         assert "REPLACE" not in text and "TODO" not in text, path
-    assert "<YOUR_MLFLOW_HOST>" in (REPO / "sweeps" / "marker-survival.yaml").read_text()
+    from persona_sweep.config import load_sweep
+
+    spec = load_sweep(REPO / "sweeps" / "marker-survival.yaml")  # validates here, without a GPU
+    assert spec.tracking.mlflow_uri == "http://<YOUR_MLFLOW_HOST>:5000"
+    assert spec.resources.storage == "s3://<YOUR_BUCKET>/persona-sweep" and spec.resources.gpus_per_worker == 1

@@ -153,3 +153,13 @@ def test_unknown_model_is_refused_at_run_before_anything_starts(tmp_path, monkey
     assert line.startswith("error: model.name: cannot load 'no-such-org/no-such-model'")
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "home" / "sweeps").exists() and not (tmp_path / "home" / "ray_results").exists()
+
+
+@pytest.mark.parametrize("location", ["s3://AKIAKEY:secret@bucket/p", "s3://bucket/p?endpoint_override=127.0.0.1",
+                                      "http://bucket/p", "s3://", "relative/folder"])
+def test_storage_is_an_object_store_uri_or_an_absolute_folder(location, tmp_path):
+    path = write_sweep(tmp_path / "good.yaml", GOOD)
+    with pytest.raises(SweepError) as error:
+        load_sweep(path, [f"resources.storage={location}"])
+    assert str(error.value).startswith("resources.storage: ") and "secret" not in str(error.value)
+    assert load_sweep(path, ["resources.storage=s3://bucket/p"]).resources.storage == "s3://bucket/p"

@@ -1,0 +1,129 @@
+"""Scale, by simulation: what the engine costs per trial on grids of 100 and 1,000 trials.
+
+On 127.0.0.1 it starts what a team's cluster has: PostgreSQL, an MLflow tracking server on it,
+and a two-node Ray cluster (tests/servers.py, as the cluster tests do). For each grid size, in
+one run, on the same cluster and with the same bounded concurrency:
+
+- bare Tune: a Ray Tune run of a function that reports once and returns;
+- the engine: a toy-world sweep (`kind: sfp`, a grid over `seed`) run by `engine.start`, whose
+  training is replaced by one report in every Ray worker (Ray's `worker_process_setup_hook`).
+  Everything else is the engine's own: the sweep record, the trainable, one MLflow child run per
+  trial opened, logged and completed, the progress callback, Tune's resume state, the status
+  tags and the parent run's end-of-sweep bookkeeping.
+
+It prints the wall time of each and the engine's overhead per trial beyond bare Tune, (engine -
+bare) / trials (goal: under 100 ms), and asserts every trial has exactly one child run, completed,
+with its final metrics.
+
+    .venv/bin/python benchmarks/grid_scale.py [--trials 100 1000] [--concurrency 4]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))  # the servers the cluster tests start
+
+CPUS_PER_TRIAL = 0.25  # trials that train nothing: several per core, as many as `--concurrency`
+
+
+def no_training() -> None:
+    """Run in every Ray worker: the toy-world training becomes one report of final metrics."""
+    from persona_sweep import names
+    from persona_sweep.sfp import experiments
+
+    def one_report(params: dict, report) -> dict:
+        final = {names.ALIGNMENT_FIDELITY: 1.0, names.EM_ROBUSTNESS: 1.0, names.LOSS_RATIO: 1.0}
+        report({names.TRAIN_STEP: 1, names.LOSS: 0.0, **final})
+        return final
+
+    experiments.persona_engineering_trial = one_report
+
+
+def bare_tune(trials: int, concurrency: int, storage: Path) -> float:
+    from ray import tune
+
+    def empty(config):
+        tune.report({"done": 1})
+
+    tuner = tune.Tuner(tune.with_resources(empty, {"CPU": CPUS_PER_TRIAL}),
+                       param_space={"seed": tune.grid_search(list(range(trials)))},
+                       tune_config=tune.TuneConfig(max_concurrent_trials=concurrency),
+                       run_config=tune.RunConfig(name=f"bare-{trials}", storage_path=str(storage), verbose=0))
+    started = time.perf_counter()
+    results = tuner.fit()
+    elapsed = time.perf_counter() - started
+    assert len(results) == trials and not results.errors
+    return elapsed
+
+
+def engine_sweep(trials: int, concurrency: int, tracking_uri: str, gcs: str) -> tuple[float, str, str]:
+    from persona_sweep import engine
+    from persona_sweep.config import validate
+
+    spec = validate({"name": f"scale-{trials}", "kind": "sfp", "grid": {"seed": list(range(trials))},
+                     "resources": {"cpus_per_worker": CPUS_PER_TRIAL, "max_concurrent_trials": concurrency},
+                     "tracking": {"mlflow_uri": tracking_uri}})
+    started = time.perf_counter()
+    outcome = engine.start(spec, gcs, announce=lambda line: None)
+    elapsed = time.perf_counter() - started
+    assert outcome.errored == 0 and outcome.interrupted == 0, outcome
+    record = engine.SweepRecord.load(spec.name)
+    return elapsed, record.mlflow_uri, record.experiment_id
+
+
+def check_one_child_run_per_trial(uri: str, experiment_id: str, trials: int) -> None:
+    from persona_sweep import names, tracking
+
+    runs = tracking.child_runs(uri, experiment_id)
+    trial_ids = [run.data.tags[names.TRIAL_ID] for run in runs]
+    assert len(runs) == len(set(trial_ids)) == trials, (len(runs), len(set(trial_ids)), trials)
+    for run in runs:
+        assert run.info.status == "FINISHED" and run.data.tags[names.TRIAL_STATUS] == names.COMPLETED, run.info
+        assert {names.ALIGNMENT_FIDELITY, names.EM_ROBUSTNESS, names.LOSS_RATIO} <= set(run.data.metrics), run.data
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--concurrency", type=int, default=4)
+    args = parser.parse_args()
+
+    import ray
+
+    from conftest import free_port
+    from persona_sweep import engine
+    from servers import MlflowServer, PostgresServer, TwoNodeRayCluster
+
+    work = Path(tempfile.mkdtemp(prefix="grid-scale-"))
+    os.environ["PERSONA_SWEEP_HOME"] = str(work / "home")
+    os.environ["RAY_AUTH_MODE"] = "token"
+    engine.ensure_auth_token()
+    database = PostgresServer(free_port()).start()
+    server = MlflowServer(database.uri, free_port(), work / "mlflow.log").start()
+    cluster = TwoNodeRayCluster({key: value for key, value in os.environ.items() if not key.startswith("PERSONA_SWEEP_")},
+                                cpus=2)
+    try:
+        cluster.start()
+        ray.init(address=cluster.gcs, logging_level="ERROR", runtime_env={"worker_process_setup_hook": no_training})
+        print(f"two nodes x 2 CPUs, {args.concurrency} trials at a time, MLflow on PostgreSQL")
+        print(f"{'trials':>7} {'bare Tune s':>12} {'engine s':>9} {'overhead ms/trial':>18}")
+        for trials in args.trials:
+            bare = bare_tune(trials, args.concurrency, work / "bare")
+            ours, uri, experiment_id = engine_sweep(trials, args.concurrency, server.uri, cluster.gcs)
+            check_one_child_run_per_trial(uri, experiment_id, trials)
+            print(f"{trials:>7} {bare:>12.1f} {ours:>9.1f} {(ours - bare) / trials * 1000:>18.0f}", flush=True)
+    finally:
+        ray.shutdown()
+        cluster.stop()
+        server.stop()
+        database.stop()
+
+
+if __name__ == "__main__":
+    main()
