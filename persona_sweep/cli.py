@@ -118,11 +118,17 @@ def follow_or_hint(jobs, job_id: str, name: str, address: str | None, follow: bo
 @click.argument("name")
 @click.option("--address", help="The cluster's dashboard (http://HEAD:8265): the sweep's Ray job "
                                 "(default: this home's record, or RAY_ADDRESS when it is a dashboard URL).")
+@click.option("--tracking-uri", help="Read the sweep from this MLflow server (its parent run carries the record): "
+                                     "a laptop without the cluster's home.")
 @user_errors
-def status(name, address):
+def status(name, address, tracking_uri):
     """One line per trial; with a cluster's dashboard, the sweep's latest job."""
     from persona_sweep import cluster, engine
+    from persona_sweep.report.sweeps import record_on_server
 
+    if tracking_uri:
+        print_summary(record_on_server(name, tracking_uri))
+        return
     if cluster.names_a_dashboard(address):
         jobs = cluster.jobs(address)
         job_id = cluster.latest_job(jobs, name)

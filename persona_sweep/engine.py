@@ -94,7 +94,11 @@ class SweepRecord:
         path = record_path(name)
         if not path.is_file():
             raise SweepError(f"no sweep named '{name}' under {home()} (see: persona-sweep list)")
-        fields = json.loads(path.read_text())
+        return cls.from_fields(json.loads(path.read_text()), name)
+
+    @classmethod
+    def from_fields(cls, fields: dict, name: str) -> SweepRecord:
+        """A record as `save` wrote it (or as the parent run carries it)."""
         if fields.get("schema") != RECORD_SCHEMA:
             raise SweepError(f"sweep '{name}' was recorded by an older persona-sweep (record schema "
                              f"{fields.get('schema', 1)}, this version reads {RECORD_SCHEMA}); run it again under a new --name")

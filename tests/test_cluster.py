@@ -123,6 +123,12 @@ def test_submit_follow_runs_trials_on_both_nodes_with_results_in_the_object_stor
     # The home keeps the record and the sweep's own folder (worker ids, marker stages), no results.
     assert {path.name for path in (shared / "ray_results" / "two").iterdir()} <= {"_pids", "_markers"}
     assert not (tmp_path / "runs").exists()  # nothing on the laptop's side
+    # A laptop with only the tracking URI: the parent run carries the sweep record.
+    laptop = cli("status", "two", "--tracking-uri", uri, home=tmp_path / "laptop", cwd=tmp_path).stdout
+    for run in runs:
+        assert f"{run.data.tags[names.TRIAL_ID]} {names.COMPLETED}" in " ".join(laptop.split())
+    assert f"results: s3://{BUCKET}/team/ray_results/two  |  MLflow: {uri} " in laptop
+    assert not (tmp_path / "laptop").exists()
 
 
 def test_the_trigger_never_travels_with_the_job(two_nodes):

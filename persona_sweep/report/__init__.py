@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import html
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from persona_sweep import names, tracking
@@ -96,13 +96,31 @@ def parent_run(uri: str, name: str):
 
 
 def recorded_spec(uri: str, parent_run_id: str, name: str) -> GridSweep:
+    return validate(recorded_fields(uri, parent_run_id, name)["spec"])
+
+
+def recorded_fields(uri: str, parent_run_id: str, name: str) -> dict:
+    """The sweep record its parent run carries."""
     with tempfile.TemporaryDirectory() as folder:
         try:
             path = tracking.client(uri).download_artifacts(parent_run_id, tracking.RECORD_ARTIFACT, folder)
         except Exception:  # MLflow raises several types for a missing artifact
             raise SweepError(f"sweep '{name}' at {uri} carries no {tracking.RECORD_ARTIFACT} "
                              "(started by an older persona-sweep)") from None
-        return validate(json.loads(Path(path).read_text())["spec"])
+        return json.loads(Path(path).read_text())
+
+
+def record_on_server(name: str, uri: str):
+    """The sweep's record from its tracking server alone (a laptop without the cluster's home).
+    The URI it was reached by replaces the recorded one, which may be the cluster's own name
+    for the server."""
+    from persona_sweep import engine
+
+    parent = parent_run(uri, name)
+    if parent is None:
+        raise SweepError(f"no sweep named '{name}' in MLflow at {tracking.shown_uri(uri)}")
+    record = engine.SweepRecord.from_fields(recorded_fields(uri, parent.info.run_id, name), name)
+    return replace(record, mlflow_uri=uri)
 
 
 def to_trial(run, spec: GridSweep) -> Trial:
