@@ -35,27 +35,36 @@ CPUS_PER_TRIAL = 0.25  # trials that train nothing: several per core, as many as
 
 
 def no_training() -> None:
-    """Run in every Ray worker: the toy-world training becomes one report of final metrics."""
+    """Run in every Ray worker: the toy world's training module becomes one report of final
+    metrics (put in place of the module, so that its imports, torch among them, are not paid
+    either: they are the training's, not the engine's)."""
+    import types
+
     from persona_sweep import names
-    from persona_sweep.sfp import experiments
 
     def one_report(params: dict, report) -> dict:
         final = {names.ALIGNMENT_FIDELITY: 1.0, names.EM_ROBUSTNESS: 1.0, names.LOSS_RATIO: 1.0}
         report({names.TRAIN_STEP: 1, names.LOSS: 0.0, **final})
         return final
 
-    experiments.persona_engineering_trial = one_report
+    training = types.ModuleType("persona_sweep.sfp.experiments")
+    training.persona_engineering_trial = one_report
+    sys.modules[training.__name__] = training
 
 
 def bare_tune(trials: int, concurrency: int, storage: Path) -> float:
+    """Tune's own cost, with the engine's reuse of trial processes."""
     from ray import tune
+
+    from persona_sweep import engine
 
     def empty(config):
         tune.report({"done": 1})
 
     tuner = tune.Tuner(tune.with_resources(empty, {"CPU": CPUS_PER_TRIAL}),
                        param_space={"seed": tune.grid_search(list(range(trials)))},
-                       tune_config=tune.TuneConfig(max_concurrent_trials=concurrency),
+                       tune_config=tune.TuneConfig(max_concurrent_trials=concurrency,
+                                                   reuse_actors=engine.REUSE_TRIAL_ACTORS),
                        run_config=tune.RunConfig(name=f"bare-{trials}", storage_path=str(storage), verbose=0))
     started = time.perf_counter()
     results = tuner.fit()

@@ -310,6 +310,11 @@ def fault_matches(fault: str, knobs: dict) -> bool:
     return all(str(knobs.get(axis)) == value for axis, value in wanted.items())
 
 
+# A new trial process spends ~2 s of CPU importing MLflow and the engine before it does anything;
+# trials of a sweep share resources, so Tune hands the next trial the previous one's process.
+REUSE_TRIAL_ACTORS = True
+
+
 def tuner_for(record: SweepRecord, resume: bool, max_concurrent: int | None = None):
     """A new Tuner, or the stored one (with its stored RunConfig and callbacks) on resume."""
     from ray import tune
@@ -327,7 +332,8 @@ def tuner_for(record: SweepRecord, resume: bool, max_concurrent: int | None = No
         param_space=param_space(spec),
         tune_config=tune.TuneConfig(scheduler=scheduler, search_alg=search,
                                     num_samples=spec.search.n_trials if spec.search.type == "optuna" else 1,
-                                    max_concurrent_trials=max_concurrent or concurrency(spec)),
+                                    max_concurrent_trials=max_concurrent or concurrency(spec),
+                                    reuse_actors=REUSE_TRIAL_ACTORS),
         run_config=tune.RunConfig(name=experiment, storage_path=results, callbacks=[SweepProgress(record)],
                                   verbose=0, failure_config=tune.FailureConfig(max_failures=spec.trial_retries())),
     )
