@@ -34,5 +34,6 @@ test: $(STAMP) system-chromium system-postgresql
 test-fast: $(STAMP)
 	$(VENV)/bin/pytest -p no:cacheprovider -m "not slow" --timeout 300
 
-bench: $(STAMP)
+bench: $(STAMP) system-postgresql
 	$(PY) benchmarks/step_overhead.py
+	$(PY) benchmarks/grid_scale.py
