@@ -1,8 +1,9 @@
 """A real two-node Ray cluster on 127.0.0.1 (a head and a second node, each started with
-`ray start`, its own CPU and temp dir, token auth on) and a team's MLflow tracking server backed
-by a real PostgreSQL: `submit --follow` runs a sweep as a Ray job with trials on both nodes;
-`stop` then `resume --address` finishes a sweep with no trial lost or run twice. The nodes and
-servers are ended afterwards, even when a test fails.
+`ray start`, its own CPU and temp dir, token auth on), a team's MLflow tracking server backed
+by a real PostgreSQL and an S3-compatible object store (moto): `submit --follow` runs a sweep as
+a Ray job with trials on both nodes and its results in the bucket; `stop` then `resume
+--address` finishes a sweep with no trial lost or run twice; a lost node's trial continues on
+the other. The nodes and servers are ended afterwards, even when a test fails.
 """
 from __future__ import annotations
 
