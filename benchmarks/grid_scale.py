@@ -118,7 +118,7 @@ def main() -> None:
     os.environ["PERSONA_SWEEP_HOME"] = str(work / "home")
     engine.ensure_auth_token()
     database = PostgresServer(free_port()).start()
-    server = MlflowServer(database.uri, free_port(), work / "mlflow.log").start()
+    server = MlflowServer(database.uri, free_port(), work / "mlflow.log", artifacts=str(work / "mlflow-artifacts")).start()
     cluster = TwoNodeRayCluster({key: value for key, value in os.environ.items() if not key.startswith("PERSONA_SWEEP_")},
                                 cpus=2)
     try:

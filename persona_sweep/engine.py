@@ -7,9 +7,10 @@ Layout under `$PERSONA_SWEEP_HOME` (default `./runs`), resolved once on the driv
     mlflow.db, mlartifacts/ MLflow (default tracking store)
     logs/<name>.log         what the driver printed
     secrets/                demo triggers (0700)
-With `resources.storage` (a shared folder or an s3:// / gs:// URI), Tune's experiment state,
-the Train runs and the MLflow artifacts go to `<storage>/ray_results/<name>/` and
-`<storage>/mlartifacts/<name>/` instead; the rest stays in the home.
+With `resources.storage` (a shared folder or an s3:// / gs:// URI), Tune's experiment state and
+the Train runs go to `<storage>/ray_results/<name>/` instead (and, with a local tracking store,
+the MLflow artifacts to `<storage>/mlartifacts/<name>/`; a tracking server keeps them where its
+`--artifacts-destination` says); the rest stays in the home.
 
 Trial actors and Train workers never resolve a path themselves: they run in Tune's trial folder
 and do not inherit the driver's environment. The driver fixes home, cache and storage, keeps
@@ -66,7 +67,16 @@ def paths_for(spec: GridSweep) -> SweepPaths:
     root = home()
     results = spec.resources.storage or str(root)
     return SweepPaths(home=str(root), cache=str(default_cache()), storage=storage.join(results, "ray_results", spec.name),
-                      state=str(root / "ray_results" / spec.name), artifacts=storage.join(results, "mlartifacts", spec.name))
+                      state=str(root / "ray_results" / spec.name))
+
+
+def artifact_location(spec: GridSweep, paths: SweepPaths, uri: str) -> str | None:
+    """A tracking server keeps artifacts where its `--artifacts-destination` says and serves
+    them, so a laptop with only the tracking URI reads them (None: the server's default); a
+    local tracking store keeps them beside Tune's results."""
+    if tracking.is_server(uri):
+        return None
+    return storage.as_uri(storage.join(spec.resources.storage or paths.home, "mlartifacts", spec.name))
 
 
 @dataclass
@@ -168,7 +178,7 @@ def create_record(spec: GridSweep, paths: SweepPaths, uri: str) -> SweepRecord:
               "search": spec.search.type, **spec.parent_params()}
     provenance = tracking.provenance_tags()
     experiment_id, parent_run_id = tracking.create_parent_run(
-        uri, spec.tracking.experiment or spec.name, storage.as_uri(paths.artifacts), spec.name, params, provenance)
+        uri, spec.tracking.experiment or spec.name, artifact_location(spec, paths, uri), spec.name, params, provenance)
     record = SweepRecord(spec.name, spec.model_dump(mode="json"), paths, uri, experiment_id, parent_run_id,
                          spec.trial_count(), time.time(), provenance)
     record.save()

@@ -142,7 +142,7 @@ def experiment_exists(uri: str, name: str) -> bool:
     return client(uri).get_experiment_by_name(name) is not None
 
 
-def create_parent_run(uri: str, experiment: str, artifact_root: str, sweep_name: str, params: dict, tags: dict):
+def create_parent_run(uri: str, experiment: str, artifact_root: str | None, sweep_name: str, params: dict, tags: dict):
     mlflow = client(uri)
     # Tagged as model training, for MLflow UIs that read the tag (3.17's does not: cli.MODEL_TRAINING_VIEW).
     experiment_id = mlflow.create_experiment(experiment, artifact_location=artifact_root,
@@ -157,11 +157,12 @@ def log_record(uri: str, parent_run_id: str, record: dict) -> None:
     client(uri).log_dict(parent_run_id, record, RECORD_ARTIFACT)
 
 
-def delete_artifacts(mlflow, run_id: str, path: str) -> None:
-    """Remove a run's artifacts under `path` (nothing when there are none)."""
+def delete_artifacts(uri: str, run_id: str, path: str) -> None:
+    """Remove a run's artifacts under `path` (nothing when there are none). The tracking URI
+    resolves artifacts a server serves (`mlflow-artifacts:/...`)."""
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-    repository = get_artifact_repository(mlflow.get_run(run_id).info.artifact_uri)
+    repository = get_artifact_repository(client(uri).get_run(run_id).info.artifact_uri, tracking_uri=uri)
     if repository.list_artifacts(path):
         repository.delete_artifacts(path)
 

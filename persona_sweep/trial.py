@@ -51,7 +51,6 @@ class SweepPaths:
     cache: str  # $PERSONA_SWEEP_CACHE: converted models, tokenizers, compiled ops
     storage: str  # Tune's experiment folder (a path or an s3:// / gs:// URI); Train runs under <storage>/_train
     state: str  # the sweep's own folder in the home: stored marker stages, worker ids
-    artifacts: str  # the MLflow experiment's artifact location
 
     @property
     def train_storage(self) -> str:

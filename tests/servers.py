@@ -17,11 +17,13 @@ from persona_sweep import embedded_ray, tracking
 
 
 class MlflowServer:
-    """`mlflow server` on 127.0.0.1:port with the given backend store; `stop` and `start` again
-    keep the same port and store, as a restarted tracking server would."""
+    """`mlflow server` on 127.0.0.1:port with the given backend store, serving the artifacts it
+    keeps in `artifacts` (a folder, or a bucket reached with `env`); `stop` and `start` again
+    keep the same port and stores, as a restarted tracking server would."""
 
-    def __init__(self, backend_uri: str, port: int, log: Path):
-        self.backend_uri, self.port, self.log = backend_uri, port, log
+    def __init__(self, backend_uri: str, port: int, log: Path, artifacts: str, env: dict | None = None):
+        self.backend_uri, self.port, self.log, self.artifacts = backend_uri, port, log, artifacts
+        self.env = {**os.environ, **(env or {})}
         self.uri = f"http://127.0.0.1:{port}"
         self.process: subprocess.Popen | None = None
 
@@ -29,8 +31,9 @@ class MlflowServer:
         with self.log.open("a") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.backend_uri,
-                 "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                 "--artifacts-destination", self.artifacts, "--host", "127.0.0.1", "--port", str(self.port),
+                 "--workers", "1"],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=self.env)
         wait_for(lambda: tracking.server_answers(self.uri, timeout_s=1) or self.process.poll() is not None,
                  120, "the MLflow server to answer", interval_s=0.3)
         assert self.process.poll() is None, self.log.read_text()[-2000:]

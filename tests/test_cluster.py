@@ -36,18 +36,6 @@ BUCKET = "team-sweeps"
 
 
 @pytest.fixture(scope="module")
-def team_mlflow(tmp_path_factory):
-    """An MLflow tracking server whose backend store is PostgreSQL."""
-    database = PostgresServer(free_port()).start()
-    server = MlflowServer(database.uri, free_port(), tmp_path_factory.mktemp("mlflow") / "server.log")
-    try:
-        yield server.start(), database
-    finally:
-        server.stop()
-        database.stop()
-
-
-@pytest.fixture(scope="module")
 def object_store(tmp_path_factory):
     """An S3-compatible server; the nodes carry its endpoint and credentials, as a cluster would."""
     server = S3Server(free_port(), BUCKET, tmp_path_factory.mktemp("s3") / "server.log")
@@ -55,6 +43,20 @@ def object_store(tmp_path_factory):
         yield server.start()
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def team_mlflow(tmp_path_factory, object_store):
+    """An MLflow tracking server whose backend store is PostgreSQL and whose artifacts it keeps
+    in the bucket and serves (clients need only its URI)."""
+    database = PostgresServer(free_port()).start()
+    server = MlflowServer(database.uri, free_port(), tmp_path_factory.mktemp("mlflow") / "server.log",
+                          artifacts=f"s3://{BUCKET}/mlflow", env=object_store.env)
+    try:
+        yield server.start(), database
+    finally:
+        server.stop()
+        database.stop()
 
 
 @pytest.fixture(scope="module")
@@ -116,11 +118,11 @@ def test_submit_follow_runs_trials_on_both_nodes_with_results_in_the_object_stor
     assert not (shared / "mlflow.db").exists()
     s3 = two_nodes["s3"]
     assert any(key.startswith("team/ray_results/two/experiment_state") for key in s3.keys("team/ray_results/two/"))
-    for run in runs:  # checkpoints (each rank's manifest last) and MLflow artifacts in the bucket
+    for run in runs:  # checkpoints (each rank's manifest last) and, through the server, MLflow artifacts
         checkpoints = s3.keys(f"team/ray_results/two/_train/train-{run.data.tags[names.TRIAL_ID]}/checkpoint_")
         assert any(key.endswith("/manifest.rank0.json") for key in checkpoints), checkpoints
-        assert s3.keys(f"team/mlartifacts/two/{run.info.run_id}/artifacts/config/")
-    assert experiment.artifact_location == f"s3://{BUCKET}/team/mlartifacts/two"
+        assert s3.keys(f"mlflow/{experiment.experiment_id}/{run.info.run_id}/artifacts/config/")
+    assert experiment.artifact_location.startswith("mlflow-artifacts:")
     # The home keeps the record and the sweep's own folder (worker ids, marker stages), no results.
     assert {path.name for path in (shared / "ray_results" / "two").iterdir()} <= {"_pids", "_markers"}
     assert not (tmp_path / "runs").exists()  # nothing on the laptop's side

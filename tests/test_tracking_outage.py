@@ -27,7 +27,8 @@ def tracked_sweep(name: str, steps: int, uri: str, wait_s: int) -> str:
 
 @pytest.fixture
 def server(tmp_path):
-    server = MlflowServer(f"sqlite:///{tmp_path / 'server.db'}", free_port(), tmp_path / "server.log").start()
+    server = MlflowServer(f"sqlite:///{tmp_path / 'server.db'}", free_port(), tmp_path / "server.log",
+                          artifacts=str(tmp_path / "server-artifacts")).start()
     yield server
     server.stop()
 

@@ -133,7 +133,7 @@ def log_to_mlflow(report: Report) -> None:
     first (MLflow's `log_table` appends to an existing table, so that one goes first)."""
     sweep = report.sweeps[0]
     client = tracking.client(sweep.uri)
-    tracking.delete_artifacts(client, sweep.parent_run_id, ARTIFACT_PATH)
+    tracking.delete_artifacts(sweep.uri, sweep.parent_run_id, ARTIFACT_PATH)
     client.log_artifacts(sweep.parent_run_id, str(report.folder), ARTIFACT_PATH)
     rows = trial_rows([sweep])
     columns = list(dict.fromkeys(key for row in rows for key in row))
