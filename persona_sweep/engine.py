@@ -320,9 +320,11 @@ def fault_matches(fault: str, knobs: dict) -> bool:
     return all(str(knobs.get(axis)) == value for axis, value in wanted.items())
 
 
-# A new trial process spends ~2 s of CPU importing MLflow and the engine before it does anything;
-# trials of a sweep share resources, so Tune hands the next trial the previous one's process.
-REUSE_TRIAL_ACTORS = True
+# A new trial process spends ~2 s of CPU importing MLflow and the engine before it does anything,
+# and reusing processes cut the engine's per-trial cost from ~700 ms to ~30 ms on no-op trials
+# (benchmarks/grid_scale.py). It stays off: with it, the ASHA test hung after ASHA stopped a
+# trial (no next trial started for minutes), not yet understood.
+REUSE_TRIAL_ACTORS = False
 
 
 def tuner_for(record: SweepRecord, resume: bool, max_concurrent: int | None = None):
