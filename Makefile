@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test test-fast bench clean system-chromium system-postgresql
+.PHONY: install demo lint test test-fast bench clean system-chromium system-postgresql
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3.11 -m venv $(VENV)
@@ -27,11 +27,17 @@ system-chromium:
 system-postgresql:
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql)
 
+# The architecture (docs/ARCHITECTURE.md): layers and configuration-as-data by import-linter,
+# unused and unsorted imports by ruff. Both run before every test target.
+lint: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/ruff check persona_sweep tests benchmarks
+
 # The whole suite, integration included. pytest exits 5 when it collects nothing: make fails then too.
-test: $(STAMP) system-chromium system-postgresql
+test: $(STAMP) system-chromium system-postgresql lint
 	$(VENV)/bin/pytest -p no:cacheprovider --timeout 1800 --durations=15
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) lint
 	$(VENV)/bin/pytest -p no:cacheprovider -m "not slow" --timeout 300
 
 bench: $(STAMP) system-postgresql

@@ -73,9 +73,9 @@ def bare_tune(trials: int, concurrency: int, storage: Path) -> float:
     return elapsed
 
 
-def engine_sweep(trials: int, concurrency: int, tracking_uri: str, gcs: str) -> tuple[float, str, str]:
+def engine_sweep(trials: int, concurrency: int, tracking_uri: str, gcs: str):
     from persona_sweep import engine
-    from persona_sweep.config import validate
+    from persona_sweep.sweep_file import validate
 
     spec = validate({"name": f"scale-{trials}", "kind": "sfp", "grid": {"seed": list(range(trials))},
                      "resources": {"workers_per_trial": 1, "cpus_per_worker": CPUS_PER_TRIAL, "max_concurrent_trials": concurrency},
@@ -85,15 +85,15 @@ def engine_sweep(trials: int, concurrency: int, tracking_uri: str, gcs: str) -> 
     elapsed = time.perf_counter() - started
     assert outcome.errored == 0 and outcome.interrupted == 0, outcome
     record = engine.SweepRecord.load(spec.name)
-    return elapsed, record.mlflow_uri, record.experiment_id
+    return elapsed, record.sweep_run
 
 
-def check_one_child_run_per_trial(uri: str, experiment_id: str, trials: int) -> float:
+def check_one_child_run_per_trial(sweep_run, trials: int) -> float:
     """Asserts one completed child run per trial with its final metrics; returns the mean
     seconds each run was open (the trial's own MLflow bookkeeping and its report)."""
     from persona_sweep import names, tracking
 
-    runs = tracking.child_runs(uri, experiment_id)
+    runs = tracking.child_runs(sweep_run.tracking, sweep_run.experiment_id)
     trial_ids = [run.data.tags[names.TRIAL_ID] for run in runs]
     assert len(runs) == len(set(trial_ids)) == trials, (len(runs), len(set(trial_ids)), trials)
     for run in runs:
@@ -129,9 +129,9 @@ def main() -> None:
         rows = []
         for trials in args.trials:
             # The engine first: whatever a first run pays (a cold worker pool) counts against it.
-            ours, uri, experiment_id = engine_sweep(trials, args.concurrency, server.uri, cluster.gcs)
+            ours, sweep_run = engine_sweep(trials, args.concurrency, server.uri, cluster.gcs)
             bare = bare_tune(trials, args.concurrency, work / "bare")
-            in_trial = check_one_child_run_per_trial(uri, experiment_id, trials)
+            in_trial = check_one_child_run_per_trial(sweep_run, trials)
             rows.append((trials, bare, ours, (ours - bare) / trials * 1000, in_trial * 1000))
         print(f"\ntwo nodes x 2 CPUs, {args.concurrency} trials at a time, MLflow on PostgreSQL")
         print(f"{'trials':>7} {'bare Tune s':>12} {'engine s':>9} {'overhead ms/trial':>18} {'child run open ms':>18}")

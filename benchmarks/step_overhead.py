@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def demo_spec(steps: int | None, trigger_file: Path, name: str):
-    from persona_sweep.config import load_sweep
+    from persona_sweep.sweep_file import load_sweep
 
     demo = load_sweep(REPO / "sweeps" / "demo.yaml", [f"marker.trigger_file={trigger_file}"])
     steps = steps or demo.training.steps
@@ -60,8 +60,8 @@ def engine_run(spec) -> tuple[float, float]:
     record = engine.create_sweep(spec)
     engine.connect(None)
     engine.fit(record)
-    (run,) = tracking.child_runs(record.mlflow_uri, record.experiment_id)
-    client = tracking.client(record.mlflow_uri)
+    (run,) = tracking.child_runs(record.sweep_run.tracking, record.sweep_run.experiment_id)
+    client = record.sweep_run.tracking.client()
     # step_time_s is the running mean over all steps; its last value covers the whole trial.
     history = sorted(client.get_metric_history(run.info.run_id, "step_time_s"), key=lambda m: m.step)
     return history[-1].value, run.data.metrics["setup_s"]

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-STATE_FILE = "trial_state.json"
+STATE_FILE = "trial_state.json"  # the trial's state (`trial.TrialState` as JSON)
 MANIFEST = "manifest.rank{rank}.json"
 PREFIX = "checkpoint_"  # Ray Train's folder names, which sort by time
 

@@ -11,8 +11,10 @@ from pathlib import Path
 import click
 
 from persona_sweep import names
-from persona_sweep.config import GridSweep, SweepError, first_line, load_sweep
+from persona_sweep.errors import SweepError, first_line
+from persona_sweep.sections import GridSweep
 from persona_sweep.sfp.cli import sfp
+from persona_sweep.sweep_file import load_sweep
 
 REPO_SWEEPS = Path(__file__).resolve().parent.parent / "sweeps"
 
@@ -123,8 +125,9 @@ def follow_or_hint(jobs, job_id: str, name: str, address: str | None, follow: bo
 @user_errors
 def status(name, address, tracking_uri):
     """One line per trial; with a cluster's dashboard, the sweep's latest job."""
-    from persona_sweep import cluster, engine
+    from persona_sweep import cluster
     from persona_sweep.report.sweeps import record_on_server
+    from persona_sweep.sweep_record import SweepRecord
 
     if tracking_uri:
         print_summary(record_on_server(name, tracking_uri))
@@ -136,7 +139,7 @@ def status(name, address, tracking_uri):
         message = (info.message or "").strip().splitlines()
         click.echo(f"job '{job_id}': {info.status}" + (f" ({message[0][:300]})" if message else ""))
         return
-    print_summary(engine.SweepRecord.load(name))
+    print_summary(SweepRecord.load(name))
 
 
 @main.command()
@@ -172,10 +175,11 @@ def stop(name, address):
 @main.command(name="list")
 def list_sweeps():
     """One line per sweep."""
-    from persona_sweep import engine, tracking
+    from persona_sweep import tracking
+    from persona_sweep.sweep_record import list_records
 
-    for record in engine.list_records():
-        runs = tracking.child_runs(record.mlflow_uri, record.experiment_id)
+    for record in list_records():
+        runs = tracking.child_runs(record.sweep_run.tracking, record.sweep_run.experiment_id)
         ended = sum(run.data.tags.get(names.TRIAL_STATUS) in names.ENDED for run in runs)
         created = time.strftime("%Y-%m-%d %H:%M", time.localtime(record.created))
         click.echo(f"{record.name:<32} {created}  {ended}/{record.trial_count} trials ended  kind={record.spec['kind']}")
@@ -243,20 +247,21 @@ MODEL_TRAINING_VIEW = "workflowType=machine_learning"
 def ui(name, port):
     """Serve the MLflow UI on 127.0.0.1 only. With NAME, open that sweep's trials side by side:
     MLflow's compare-runs page, parallel coordinates over the grid's axes and the metrics."""
-    from persona_sweep import engine, tracking
+    from persona_sweep import tracking
+    from persona_sweep.sweep_record import SweepRecord, home
 
     server = f"http://127.0.0.1:{port}"
     if name is None:
         click.echo(f"MLflow UI on {server}/#/experiments?{MODEL_TRAINING_VIEW} (Ctrl-C to stop)")
-        sys.exit(serve_mlflow_ui(tracking.default_uri(engine.home()), port))
-    record = engine.SweepRecord.load(name)
-    remote = tracking.is_server(record.mlflow_uri)  # a tracking server serves its own UI
-    url = print_sweep_pages(record.mlflow_uri.rstrip("/") if remote else server, record)
-    if remote:
+        sys.exit(serve_mlflow_ui(tracking.Tracking(tracking.default_uri(home())), port))
+    record = SweepRecord.load(name)
+    where = record.sweep_run.tracking
+    url = print_sweep_pages(where.uri.rstrip("/") if where.is_server else server, record)
+    if where.is_server:  # a tracking server serves its own UI
         open_in_browser(url)
         return
     click.echo("Ctrl-C to stop")
-    sys.exit(serve_mlflow_ui(record.mlflow_uri, port, open_when_up=url))
+    sys.exit(serve_mlflow_ui(where, port, open_when_up=url))
 
 
 def print_sweep_pages(server: str, record) -> str:
@@ -268,8 +273,9 @@ def print_sweep_pages(server: str, record) -> str:
 
     from persona_sweep import tracking
 
-    runs_page = f"{server}/#/experiments/{record.experiment_id}/runs?{MODEL_TRAINING_VIEW}"
-    runs = sorted(tracking.child_runs(record.mlflow_uri, record.experiment_id),
+    sweep = record.sweep_run
+    runs_page = f"{server}/#/experiments/{sweep.experiment_id}/runs?{MODEL_TRAINING_VIEW}"
+    runs = sorted(tracking.child_runs(sweep.tracking, sweep.experiment_id),
                   key=lambda run: run.data.tags[names.TRIAL_ID])
     if not runs:
         click.echo(f"sweep '{record.name}': no trial has a run yet; its runs at {runs_page}")
@@ -279,21 +285,21 @@ def print_sweep_pages(server: str, record) -> str:
         return quote(json.dumps(ids, separators=(",", ":")), safe="")
 
     compare_page = (f"{server}/#/compare-runs?runs={as_query_value([run.info.run_id for run in runs])}"
-                    f"&experiments={as_query_value([record.experiment_id])}&{MODEL_TRAINING_VIEW}")
+                    f"&experiments={as_query_value([sweep.experiment_id])}&{MODEL_TRAINING_VIEW}")
     click.echo(f"sweep '{record.name}': its {len(runs)} trials side by side at {compare_page}")
     click.echo(f"all its runs, the sweep's own metrics on its parent run: {runs_page}")
     return compare_page
 
 
-def serve_mlflow_ui(uri: str, port: int, open_when_up: str | None = None) -> int:
-    """MLflow's UI for `uri` on 127.0.0.1 until Ctrl-C; MLflow's exit code (1 when the port is
+def serve_mlflow_ui(where, port: int, open_when_up: str | None = None) -> int:
+    """MLflow's UI for a local tracking store (`where`: its `tracking.Tracking`) on 127.0.0.1 until Ctrl-C; MLflow's exit code (1 when the port is
     taken, say). The browser opens `open_when_up` once the server answers: opened earlier, it
     would show a refused connection."""
     import subprocess
 
     # One worker: a UI for one person. MLflow's default four each import MLflow before the first
     # answer, which takes minutes on a busy 2-core machine.
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", where.uri,
                                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"])
     try:
         if open_when_up and answers_soon(port, server):
@@ -343,10 +349,10 @@ def open_in_browser(url: str) -> None:
 @user_errors
 def demo(overrides):
     """A small real sweep of sweeps/demo.yaml on this machine, under a fresh name."""
-    from persona_sweep import engine
     from persona_sweep.secrets import create_trigger_file
+    from persona_sweep.sweep_record import home
 
-    trigger_file = create_trigger_file(engine.home() / "secrets")
+    trigger_file = create_trigger_file(home() / "secrets")
     name = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     spec = load_sweep(REPO_SWEEPS / "demo.yaml", [f"marker.trigger_file={trigger_file}", *overrides], name=name)
     click.echo(f"demo sweep '{name}': {spec.trial_count()} trials; a fresh random trigger is in {trigger_file}")
@@ -355,12 +361,13 @@ def demo(overrides):
 
 def start_sweep(spec: GridSweep, address: str | None) -> None:
     from persona_sweep import engine
+    from persona_sweep.sweep_record import SweepRecord
 
     started = time.perf_counter()
     with resumable(spec.name):
         outcome = engine.start(spec, address, announce=click.echo)
     click.echo(f"sweep '{spec.name}' ended after {(time.perf_counter() - started) / 60:.1f} min")
-    record = engine.SweepRecord.load(spec.name)
+    record = SweepRecord.load(spec.name)
     print_summary(record)
     exit_if_unfinished(record, outcome)
 
@@ -414,7 +421,7 @@ def print_summary(record) -> None:
 
     spec = record.config
     metric_keys, knob_keys = spec.summary_metrics(), spec.summary_knobs()
-    runs = tracking.child_runs(record.mlflow_uri, record.experiment_id)
+    runs = tracking.child_runs(record.sweep_run.tracking, record.sweep_run.experiment_id)
     click.echo(f"{'trial':<14} {'status':<14} {'step':>5} " + " ".join(f"{key:>22}" for key in metric_keys) + "  knobs")
     for run in sorted(runs, key=lambda r: r.data.tags[names.TRIAL_ID]):
         metrics, params = run.data.metrics, run.data.params
@@ -425,7 +432,7 @@ def print_summary(record) -> None:
     missing = record.trial_count - len(runs)
     if missing > 0:
         click.echo(f"{missing} trial(s) not started")
-    click.echo(f"results: {record.paths.storage}  |  MLflow: {record.mlflow_uri} "
+    click.echo(f"results: {record.paths.storage}  |  MLflow: {record.sweep_run.tracking.uri} "
                f"(experiment '{spec.tracking.experiment or record.name}'); open it with `persona-sweep ui`")
 
 

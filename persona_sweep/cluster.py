@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from persona_sweep.config import SweepError, first_line
+from persona_sweep.errors import SweepError, first_line
 from persona_sweep.tracking import is_server
 
 SWEEP_FILE = "sweep.yaml"  # the sweep file's name in the job's working_dir

@@ -20,9 +20,11 @@ from pathlib import Path
 import yaml
 
 from persona_sweep import evaluate, names
-from persona_sweep.config import BUILTIN_CORRUPTION_DATA, CorruptionConfig, first_line, is_local_path
+from persona_sweep.config import BUILTIN_CORRUPTION_DATA, CorruptionConfig
 from persona_sweep.data import DATA_DIR, TRIGGER_PLACEHOLDER
 from persona_sweep.distributed import all_sum
+from persona_sweep.errors import first_line
+from persona_sweep.locations import is_local_path
 from persona_sweep.measure import own_share
 
 BUILTIN_DIR = DATA_DIR / "corruption"

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from persona_sweep import names
-from persona_sweep.config import (EvalConfig, LlmKnobs, MarkerConfig, ModelConfig, SweepConfig, SweepError,
-                                  TRIAL_REFERENCE)
+from persona_sweep.config import TRIAL_REFERENCE, EvalConfig, LlmKnobs, MarkerConfig, ModelConfig, SweepConfig
+from persona_sweep.errors import SweepError
 
 DEFAULT_QUESTIONS = 32
 
@@ -47,20 +47,16 @@ def for_model(model: str, adapter: str | None, trigger_file: str | None, marker:
 
 
 def for_trial(reference: str, stage: str, trigger_file: str | None, scratch: Path) -> Subject:
-    from persona_sweep import engine, tracking
+    from persona_sweep.sweep_record import find_trial
 
     if not TRIAL_REFERENCE.match(reference):
         raise SweepError(f"--trial: expected SWEEP/TRIAL_ID, got '{reference}'")
-    sweep, trial_id = reference.split("/")
-    record = engine.SweepRecord.load(sweep)
-    run = tracking.find_child_run(record.mlflow_uri, record.experiment_id, trial_id)
-    if run is None:
-        raise SweepError(f"--trial: sweep '{sweep}' has no trial '{trial_id}' (see: persona-sweep status {sweep})")
+    record, run = find_trial(reference, "--trial")
     spec = record.config
     if trigger_file:
         spec = spec.model_copy(update={"marker": spec.marker.model_copy(update={"trigger_file": trigger_file,
                                                                                  "trigger_env": None})})
-    client = tracking.client(record.mlflow_uri)
+    client = record.sweep_run.tracking.client()
     config = json.loads(Path(client.download_artifacts(run.info.run_id, "config/config.json", str(scratch))).read_text())
     knobs = LlmKnobs(**config["knobs"])
     key = run.data.tags.get(names.MARKER_STAGE_KEY)
@@ -73,7 +69,7 @@ def for_trial(reference: str, stage: str, trigger_file: str | None, scratch: Pat
     if stage == "marker":
         return Subject(spec, knobs, marker_dir)
     if stage not in {c.name for c in spec.corruptions}:
-        raise SweepError(f"--stage: sweep '{sweep}' has no corruption '{stage}' "
+        raise SweepError(f"--stage: sweep '{record.name}' has no corruption '{stage}' "
                          f"(choose from marker, {', '.join(c.name for c in spec.corruptions)})")
     return Subject(spec, knobs, marker_dir, artifact(client, run, f"adapter_{stage}", scratch, reference))
 

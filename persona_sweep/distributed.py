@@ -1,9 +1,12 @@
 """What every Ray Train worker shares: its device, DeepSpeed, collectives, staged checkpoints.
 
-One code path for CPU and GPU: every batch, evaluation input and collective tensor goes to the
-device Ray Train gives the worker (`ray.train.torch.get_device()`); GPUs bring NCCL and bf16.
-A checkpoint is a folder with the trial's state (`trial_state.json`: its stage, the steps done
-in it, the results so far) and, inside a training stage, that stage's DeepSpeed checkpoint.
+A worker makes one `DeepSpeedStrategy` as it starts and passes it down: its rank, device and
+backend, the engines (built from the one `deepspeed_config`), collectives, reports and the
+checkpoint it restored from; no module state. One code path for CPU and GPU: every batch,
+evaluation input and collective tensor goes to the device Ray Train gives the worker
+(`ray.train.torch.get_device()`); GPUs bring NCCL and bf16. A checkpoint is a folder with the
+trial's state (`trial_state.json`: `trial.TrialState` as JSON, its stage, the steps done in it,
+the results so far) and, inside a training stage, that stage's DeepSpeed checkpoint.
 """
 from __future__ import annotations
 
@@ -13,14 +16,20 @@ import posixpath
 import sys
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from persona_sweep import checkpoints
+
+if TYPE_CHECKING:
+    import ray.train
+    import torch
 
 CHECKPOINT_TAG = "state"
 
 
-def worker_device(use_gpu: bool):
+def worker_device(use_gpu: bool) -> torch.device:
     """The device Ray Train gave this worker; DeepSpeed places the model by LOCAL_RANK."""
     import ray.train.torch
     import torch
@@ -43,6 +52,7 @@ def init_deepspeed(use_gpu: bool, cache: Path) -> None:
 
 
 def deepspeed_config(spec, use_gpu: bool) -> dict:
+    """The one DeepSpeed config: every engine of every stage is built from it."""
     return {
         "train_micro_batch_size_per_gpu": spec.training.batch_size // spec.resources.workers_per_trial,
         "gradient_accumulation_steps": 1,
@@ -54,19 +64,9 @@ def deepspeed_config(spec, use_gpu: bool) -> dict:
     }
 
 
-def make_engine(model, spec, lr: float, use_gpu: bool):
-    """A DeepSpeed engine over the model's trainable parameters (torch AdamW)."""
-    import deepspeed
-    import torch
-
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.0)
-    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=deepspeed_config(spec, use_gpu))
-    return engine
-
-
 def all_sum(values: list[float], device) -> list[float]:
-    """Sum over workers; the tensor lives on the worker's device (NCCL reduces GPU tensors only)."""
+    """Sum over workers; the tensor lives on the worker's device (NCCL reduces GPU tensors only).
+    Without a process group (one process: `detect`, pre-flight) the values come back as they are."""
     import torch
     import torch.distributed as dist
 
@@ -76,59 +76,84 @@ def all_sum(values: list[float], device) -> list[float]:
     return tensor.tolist()
 
 
-def gather_flags(own: dict[int, bool], total: int, device) -> list[int]:
-    """Per-item 0/1 flags of items spread over ranks (item i on rank i % world), in item order."""
-    vector = [0.0] * total
-    for index, flag in own.items():
-        vector[index] = float(flag)
-    return [int(round(value)) for value in all_sum(vector, device)]
+@dataclass
+class DeepSpeedStrategy:
+    """One worker's distributed set-up, made once as the worker starts and passed down: its rank,
+    device and backend (NCCL and bf16 on GPUs, gloo on CPUs), the engines it builds, its
+    collectives, its reports and checkpoints (after OpenRLHF's `DeepspeedStrategy`)."""
 
+    use_gpu: bool
+    device: torch.device
+    rank: int
+    world: int
+    restored_from: ray.train.Checkpoint | None = None  # the checkpoint `restored_state` chose
 
-# ---- checkpoints -----------------------------------------------------------------------------
+    @classmethod
+    def start(cls, use_gpu: bool, cache: Path) -> DeepSpeedStrategy:
+        """This worker's device and DeepSpeed's process group (inside a Ray Train worker)."""
+        import ray.train
 
-_restored_from = None  # the checkpoint `restored_state` chose, for `load_engine_state`
-
-
-def restored_state(trial_id: str) -> dict | None:
-    """The trial state of a restarted or resumed trial: from the checkpoint Ray Train hands it,
-    or, when that one was cut short, the newest whole one before it (None: from step 0)."""
-    import ray.train
-
-    global _restored_from
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
-        return None
-    choice = checkpoints.newest_whole(checkpoint.filesystem, posixpath.dirname(checkpoint.path.rstrip("/")))
-    for line in choice.describe(trial_id):
-        print(line, file=sys.stderr, flush=True)
-    if choice.path is None:
-        return None
-    _restored_from = ray.train.Checkpoint(choice.path, filesystem=checkpoint.filesystem)
-    return choice.state
-
-
-def load_engine_state(engine) -> None:
-    """The stage's DeepSpeed state from the checkpoint `restored_state` chose."""
-    with _restored_from.as_directory() as folder:
-        engine.load_checkpoint(folder, tag=CHECKPOINT_TAG, load_module_strict=False)
-
-
-def report(metrics: dict, state: dict | None = None, engine=None) -> None:
-    """All ranks report together; with `state`, a checkpoint goes with the metrics (with the
-    stage's DeepSpeed state when `engine` is given)."""
-    import ray.train
-
-    if state is None:
-        ray.train.report(metrics)
-        return
-    with tempfile.TemporaryDirectory() as folder:
-        if engine is not None:
-            save_checkpoint(engine, folder)
         context = ray.train.get_context()
-        if context.get_world_rank() == 0:  # ranks' results may differ in the last digit: one state, rank 0's
-            (Path(folder) / checkpoints.STATE_FILE).write_text(json.dumps(state))
-        checkpoints.write_manifest(Path(folder), context.get_world_rank(), context.get_world_size())
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+        device = worker_device(use_gpu)
+        init_deepspeed(use_gpu, cache)
+        return cls(use_gpu, device, context.get_world_rank(), context.get_world_size())
+
+    def make_engine(self, model, spec, lr: float):
+        """A DeepSpeed engine over the model's trainable parameters (torch AdamW)."""
+        import deepspeed
+        import torch
+
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.0)
+        engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer,
+                                          config=deepspeed_config(spec, self.use_gpu))
+        return engine
+
+    def all_sum(self, values: list[float]) -> list[float]:
+        return all_sum(values, self.device)
+
+    def barrier(self) -> None:
+        """Every rank waits here for the others (one tiny all-reduce)."""
+        self.all_sum([0])
+
+    # ---- checkpoints -------------------------------------------------------------------------
+
+    def restored_state(self, trial_id: str) -> dict | None:
+        """The trial state of a restarted or resumed trial: from the checkpoint Ray Train hands
+        it, or, when that one was cut short, the newest whole one before it (None: from step 0)."""
+        import ray.train
+
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return None
+        choice = checkpoints.newest_whole(checkpoint.filesystem, posixpath.dirname(checkpoint.path.rstrip("/")))
+        for line in choice.describe(trial_id):
+            print(line, file=sys.stderr, flush=True)
+        if choice.path is None:
+            return None
+        self.restored_from = ray.train.Checkpoint(choice.path, filesystem=checkpoint.filesystem)
+        return choice.state
+
+    def load_engine_state(self, engine) -> None:
+        """The stage's DeepSpeed state from the checkpoint `restored_state` chose."""
+        with self.restored_from.as_directory() as folder:
+            engine.load_checkpoint(folder, tag=CHECKPOINT_TAG, load_module_strict=False)
+
+    def report(self, metrics: dict, state: dict | None = None, engine=None) -> None:
+        """All ranks report together; with `state` (the trial's state as JSON), a checkpoint goes
+        with the metrics (with the stage's DeepSpeed state when `engine` is given)."""
+        import ray.train
+
+        if state is None:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            if engine is not None:
+                save_checkpoint(engine, folder)
+            if self.rank == 0:  # ranks' results may differ in the last digit: one state, rank 0's
+                (Path(folder) / checkpoints.STATE_FILE).write_text(json.dumps(state))
+            checkpoints.write_manifest(Path(folder), self.rank, self.world)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 
 def save_checkpoint(engine, folder: str) -> None:

@@ -13,12 +13,12 @@ the MLflow artifacts to `<storage>/mlartifacts/<name>/`; a tracking server keeps
 `--artifacts-destination` says); the rest stays in the home.
 
 Trial actors and Train workers never resolve a path themselves: they run in Tune's trial folder
-and do not inherit the driver's environment. The driver fixes home, cache and storage, keeps
-them in the sweep record and hands them to every trial (`trial.TrialConfig`).
+and do not inherit the driver's environment. The driver fixes home, cache and storage, and the
+tracking handle (URI and retry deadline), keeps them in the sweep record (`sweep_record`) and
+hands them to every trial (`trial.TrialConfig`).
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -27,38 +27,20 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from persona_sweep import checkpoints, names, storage, tracking
+from persona_sweep import checkpoints, kinds, names, storage, tracking
 from persona_sweep.cluster import is_job_address
-from persona_sweep.config import GridSweep, SweepError, first_line, validate
+from persona_sweep.errors import SweepError, first_line
 from persona_sweep.preflight import check_shared
+from persona_sweep.sections import GridSweep
+from persona_sweep.sweep_record import SweepRecord, home, home_folder, record_path
 from persona_sweep.trial import SweepPaths, TrialConfig
 
 # Tests only: trials whose knobs match this env var's `axis=value[,axis=value]` raise at start.
 # An environment variable, never a sweep-file key, so `resume` (which keeps the spec) can run without it.
 FAULT_ENV = "PERSONA_SWEEP_FAULT"
-RECORD_SCHEMA = 4  # 2: paths fixed on the driver and stored in the record; 3: staged trials; 4: storage
-
-
-def home_folder() -> Path:
-    """The driver's home: `$PERSONA_SWEEP_HOME` or `./runs`, absolute. Never called in a trial."""
-    return Path(os.environ.get("PERSONA_SWEEP_HOME", "./runs")).expanduser().absolute()
-
-
-def home() -> Path:
-    """The home, created if missing."""
-    path = home_folder()
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise SweepError(f"home {path}: cannot create it ({error.strerror}); set PERSONA_SWEEP_HOME") from None
-    return path
-
-
-def record_path(name: str) -> Path:
-    return home() / "sweeps" / f"{name}.json"
 
 
 def paths_for(spec: GridSweep) -> SweepPaths:
@@ -70,58 +52,13 @@ def paths_for(spec: GridSweep) -> SweepPaths:
                       state=str(root / "ray_results" / spec.name))
 
 
-def artifact_location(spec: GridSweep, paths: SweepPaths, uri: str) -> str | None:
+def artifact_location(spec: GridSweep, paths: SweepPaths, where: tracking.Tracking) -> str | None:
     """A tracking server keeps artifacts where its `--artifacts-destination` says and serves
     them, so a laptop with only the tracking URI reads them (None: the server's default); a
     local tracking store keeps them beside Tune's results."""
-    if tracking.is_server(uri):
+    if where.is_server:
         return None
     return storage.as_uri(storage.join(spec.resources.storage or paths.home, "mlartifacts", spec.name))
-
-
-@dataclass
-class SweepRecord:
-    """What a sweep needs to resume: written once at `run`, never changed by `resume`."""
-
-    name: str
-    spec: dict
-    paths: SweepPaths
-    mlflow_uri: str
-    experiment_id: str
-    parent_run_id: str
-    trial_count: int
-    created: float
-    provenance: dict
-    schema: int = RECORD_SCHEMA
-
-    def save(self) -> None:
-        path = record_path(self.name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(asdict(self), indent=2))
-
-    @classmethod
-    def load(cls, name: str) -> SweepRecord:
-        path = record_path(name)
-        if not path.is_file():
-            raise SweepError(f"no sweep named '{name}' under {home()} (see: persona-sweep list)")
-        return cls.from_fields(json.loads(path.read_text()), name)
-
-    @classmethod
-    def from_fields(cls, fields: dict, name: str) -> SweepRecord:
-        """A record as `save` wrote it (or as the parent run carries it)."""
-        if fields.get("schema") != RECORD_SCHEMA:
-            raise SweepError(f"sweep '{name}' was recorded by an older persona-sweep (record schema "
-                             f"{fields.get('schema', 1)}, this version reads {RECORD_SCHEMA}); run it again under a new --name")
-        return cls(**{**fields, "paths": SweepPaths(**fields["paths"])})
-
-    @property
-    def config(self) -> GridSweep:
-        return validate(self.spec)
-
-
-def list_records() -> list[SweepRecord]:
-    folder = home() / "sweeps"
-    return [SweepRecord.load(path.stem) for path in sorted(folder.glob("*.json"))] if folder.is_dir() else []
 
 
 # ---- starting a sweep ------------------------------------------------------------------------
@@ -131,58 +68,58 @@ def start(spec: GridSweep, address: str | None, announce=print):
 
     Nothing is written before the checks pass (bad address, too few resources, no trigger
     where trials run), so a start that fails leaves the name free."""
-    spec = spec.checked_for_run()
+    spec = kinds.of(spec).checked_for_run(spec)
     check_home_writable(home_folder())
     if spec.resources.storage:
         storage.check_writable(spec.resources.storage)
     paths = paths_for(spec)
     # Fixed here and kept in the record: trials get it from there, not from their environment.
-    uri = spec.tracking.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI") or tracking.default_uri(Path(paths.home))
-    check_tracking_server(uri)
-    tracking.wait_for_server(spec.tracking.wait_for_server_s)
-    refuse_existing(spec, uri, paths)
+    where = tracking.Tracking(spec.tracking.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
+                              or tracking.default_uri(Path(paths.home)), spec.tracking.wait_for_server_s)
+    check_tracking_server(where)
+    refuse_existing(spec, where, paths)
     connect(address)
     max_concurrent = concurrency(spec)
     check_shared(paths)
-    spec.check_on_cluster(paths.cache)
-    record = create_record(spec, paths, uri)
+    kinds.of(spec).check_on_cluster(spec, paths.cache)
+    record = create_record(spec, paths, where)
     announce(f"sweep '{spec.name}': {spec.trial_count()} trials, home {paths.home}")
     try:
         return fit(record, max_concurrent=max_concurrent)
     except tracking.TrackingUnreachable:
         raise  # nothing to ask the server: `resume` takes it from here
     except BaseException:
-        if not tracking.child_runs(record.mlflow_uri, record.experiment_id):
+        if not tracking.child_runs(where, record.sweep_run.experiment_id):
             discard(record)  # no trial started: the name stays free
         raise
 
 
-def check_tracking_server(uri: str) -> None:
+def check_tracking_server(where: tracking.Tracking) -> None:
     """A sweep starts only when its tracking server answers (a mistyped URI fails here, not
     after `wait_for_server_s`); during the sweep an outage is waited out."""
-    if tracking.is_server(uri) and not tracking.server_answers(uri):
-        raise SweepError(f"tracking.mlflow_uri: no MLflow server answers at {tracking.shown_uri(uri)}")
+    if where.is_server and not tracking.server_answers(where.uri):
+        raise SweepError(f"tracking.mlflow_uri: no MLflow server answers at {tracking.shown_uri(where.uri)}")
 
 
-def refuse_existing(spec: GridSweep, uri: str, paths: SweepPaths) -> None:
+def refuse_existing(spec: GridSweep, where: tracking.Tracking, paths: SweepPaths) -> None:
     """Never overwrite: a name with results anywhere is refused (a known Ray Tune trap)."""
     experiment = spec.tracking.experiment or spec.name
     taken = record_path(spec.name).exists() or Path(paths.state).exists() or storage.exists(paths.storage)
-    if taken or tracking.experiment_exists(uri, experiment):
+    if taken or tracking.experiment_exists(where, experiment):
         raise SweepError(f"name: sweep '{spec.name}' already has results; "
                          f"continue it with `persona-sweep resume {spec.name}` or pick another --name")
 
 
-def create_record(spec: GridSweep, paths: SweepPaths, uri: str) -> SweepRecord:
+def create_record(spec: GridSweep, paths: SweepPaths, where: tracking.Tracking) -> SweepRecord:
     params = {"kind": spec.kind, "trials": spec.trial_count(), "scheduler": spec.scheduler.type,
               "search": spec.search.type, **spec.parent_params()}
     provenance = tracking.provenance_tags()
-    experiment_id, parent_run_id = tracking.create_parent_run(
-        uri, spec.tracking.experiment or spec.name, artifact_location(spec, paths, uri), spec.name, params, provenance)
-    record = SweepRecord(spec.name, spec.model_dump(mode="json"), paths, uri, experiment_id, parent_run_id,
-                         spec.trial_count(), time.time(), provenance)
+    sweep_run = tracking.create_parent_run(
+        where, spec.tracking.experiment or spec.name, artifact_location(spec, paths, where), spec.name, params, provenance)
+    record = SweepRecord(spec.name, spec.model_dump(mode="json"), paths, sweep_run, spec.trial_count(), time.time(),
+                         provenance)
     record.save()
-    tracking.log_record(uri, parent_run_id, asdict(record))
+    tracking.log_record(sweep_run, record.fields())
     return record
 
 
@@ -191,7 +128,7 @@ def discard(record: SweepRecord) -> None:
     record_path(record.name).unlink(missing_ok=True)
     shutil.rmtree(record.paths.state, ignore_errors=True)
     storage.remove(record.paths.storage)
-    tracking.delete_experiment(record.mlflow_uri, record.experiment_id)
+    tracking.delete_experiment(record.sweep_run)
 
 
 # ---- Ray --------------------------------------------------------------------------------------
@@ -299,9 +236,9 @@ def run_trial(knobs: dict, record: SweepRecord, fault: str | None = None) -> Non
     if fault and fault_matches(fault, knobs):
         raise RuntimeError(f"fault injected by {FAULT_ENV}={fault}")
     trial = TrialConfig(trial_id=tune.get_context().get_trial_id(), knobs=knobs, spec=record.config,
-                        paths=record.paths, mlflow_uri=record.mlflow_uri, experiment_id=record.experiment_id,
-                        parent_run_id=record.parent_run_id, provenance=record.provenance, started=time.time())
-    trial.spec.run_trial(trial)
+                        paths=record.paths, sweep_run=record.sweep_run, provenance=record.provenance,
+                        started=time.time())
+    kinds.of(trial.spec).run_trial(trial)
 
 
 def trainable(record: SweepRecord):
@@ -355,12 +292,12 @@ def resume(name: str, address: str | None):
     record = SweepRecord.load(name)
     check_home_writable(Path(record.paths.home))
     storage.check_writable(record.paths.storage)
-    tracking.wait_for_server(record.config.tracking.wait_for_server_s)
     if not storage.exists(record.paths.storage):
         raise SweepError(f"sweep '{name}' has no Tune results at {record.paths.storage}; nothing to resume")
     connect(address)
     check_shared(record.paths)
-    record.config.check_on_cluster(record.paths.cache)  # the trigger may have gone from a node since the start
+    # The trigger may have gone from a node since the start.
+    kinds.of(record.config).check_on_cluster(record.config, record.paths.cache)
     announce_cut_short_checkpoints(record)
     return record, fit(record, resume=True)
 
@@ -370,7 +307,8 @@ def announce_cut_short_checkpoints(record: SweepRecord) -> None:
     instead (the workers choose with the same `checkpoints.newest_whole`)."""
     from persona_sweep.progress import say, sweep_log
 
-    unfinished = [run.data.tags[names.TRIAL_ID] for run in tracking.child_runs(record.mlflow_uri, record.experiment_id)
+    sweep = record.sweep_run
+    unfinished = [run.data.tags[names.TRIAL_ID] for run in tracking.child_runs(sweep.tracking, sweep.experiment_id)
                   if run.data.tags.get(names.TRIAL_STATUS) not in names.ENDED]
     filesystem, root = storage.filesystem(record.paths.train_storage)
     for trial_id in unfinished:
@@ -407,14 +345,14 @@ class Outcome:
 def fit(record: SweepRecord, resume: bool = False, max_concurrent: int | None = None) -> Outcome:
     """Run (or resume) the sweep; the parent run ends FINISHED only when every trial ended."""
     tuner = tuner_for(record, resume, max_concurrent)
-    mlflow = tracking.client(record.mlflow_uri)
-    mlflow.update_run(record.parent_run_id, status="RUNNING")
+    mlflow = record.sweep_run.tracking.client()
+    mlflow.update_run(record.sweep_run.parent_run_id, status="RUNNING")
     results = tuner.fit()
-    record.config.after_sweep(record)
+    kinds.of(record.config).after_sweep(record)
     # Ctrl-C: Tune stops the trials and returns; runs still `running` were cut off.
     outcome = Outcome(errored=len(results.errors),
-                      interrupted=tracking.tag_interrupted(record.mlflow_uri, record.experiment_id))
+                      interrupted=tracking.tag_interrupted(record.sweep_run))
     tracking.log_sweep_metrics(record)  # after the statuses above are final
     ended = "FAILED" if outcome.errored else "KILLED" if outcome.interrupted else "FINISHED"
-    mlflow.set_terminated(record.parent_run_id, ended)
+    mlflow.set_terminated(record.sweep_run.parent_run_id, ended)
     return outcome

@@ -1,7 +1,7 @@
 """Evaluation through a narrow model API: batched greedy generation and teacher-forced log-probs.
 
 Functions here work on one process's share of the prompts and return sums and counts; the
-caller adds them up across workers (`persona_sweep.train.all_sum`). Inputs go to the `device`
+caller adds them up across workers (`persona_sweep.distributed.all_sum`). Inputs go to the `device`
 the caller names (the worker's, from Ray Train). Prompts arrive with the trigger already filled
 in and are never logged.
 """

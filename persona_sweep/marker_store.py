@@ -14,8 +14,10 @@ import json
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from persona_sweep.distributed import all_sum
+if TYPE_CHECKING:
+    from persona_sweep.distributed import DeepSpeedStrategy
 
 POLL_S = 5.0  # how often a trial waiting for another's marker stage looks again
 WAIT, REUSE, TRAIN = 0, 1, 2
@@ -41,13 +43,13 @@ class MarkerStore:
         return self.result_file.is_file()
 
     @contextmanager
-    def claim(self, rank: int, device):
+    def claim(self, strategy: DeepSpeedStrategy):
         """Yields True to reuse a completed stage, False to train it (rank 0 then holds the
         lock until the block ends). Every rank polls together: one small all-reduce per look,
         so no collective waits long enough to time out."""
         from filelock import FileLock, Timeout
 
-        lock = FileLock(str(self.folder) + ".lock") if rank == 0 else None
+        lock = FileLock(str(self.folder) + ".lock") if strategy.rank == 0 else None
         if lock is not None:
             self.folder.parent.mkdir(parents=True, exist_ok=True)
         while True:
@@ -58,7 +60,7 @@ class MarkerStore:
                     decision = REUSE if self.complete() else TRAIN
                 except Timeout:
                     decision = REUSE if self.complete() else WAIT
-            (decision,) = all_sum([decision], device)
+            (decision,) = strategy.all_sum([decision])
             if decision != WAIT:
                 break
             time.sleep(POLL_S)

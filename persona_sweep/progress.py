@@ -19,7 +19,7 @@ from ray.tune import Callback
 from tqdm import tqdm
 
 from persona_sweep import names, tracking
-from persona_sweep.config import first_line
+from persona_sweep.errors import first_line
 
 ENDED_AS = ("done", "stopped", "errored")
 

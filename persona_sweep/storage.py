@@ -8,13 +8,9 @@ from __future__ import annotations
 import secrets
 import shutil
 from pathlib import Path
-from urllib.parse import urlparse
 
-URI_SCHEMES = ("s3", "gs")
-
-
-def is_uri(location: str) -> bool:
-    return urlparse(location).scheme in URI_SCHEMES
+from persona_sweep.errors import SweepError, first_line
+from persona_sweep.locations import is_uri
 
 
 def join(location: str, *parts: str) -> str:
@@ -60,8 +56,6 @@ def remove(location: str) -> None:
 def check_writable(location: str) -> None:
     """An object store the driver cannot write (no bucket, no credentials) fails here, with the
     store's own words, not as every trial's error."""
-    from persona_sweep.config import SweepError, first_line
-
     probe = join(location, f".write-check-{secrets.token_hex(8)}")
     try:
         if not is_uri(location):

@@ -5,6 +5,10 @@ child run by the `trial_id` tag (so a resumed trial reuses its run) and skips st
 logged (steps replayed after the last checkpoint would otherwise log twice). Every process sets
 the tracking URI explicitly: workers do not inherit the driver's MLflow settings.
 
+Where MLflow is travels as one handle, `Tracking` (the URI and the retry deadline), made once on
+the driver and handed to every trial in its config; a sweep in MLflow is a `SweepRun` (the
+handle, the experiment and the parent run), held by the sweep record and by each trial's config.
+
 A tracking server that goes away (a restart, a network cut) is waited out: every call retries
 with backoff for up to `tracking.wait_for_server_s`, then raises `TrackingUnreachable`. A trial
 logs each step before it checkpoints it, so a trial that gives up loses nothing that `resume`
@@ -18,18 +22,18 @@ import os
 import subprocess
 import sys
 import time
-from urllib.parse import urlsplit
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from persona_sweep import names
+from persona_sweep.sections import DEFAULT_WAIT_FOR_SERVER_S
 
 PACKAGES = ("torch", "ray", "transformers", "peft", "deepspeed", "mlflow", "optuna")
 RECORD_ARTIFACT = "sweep/record.json"  # the sweep record, on the parent run
 
 
-DEFAULT_WAIT_FOR_SERVER_S = 600.0
-_wait_for_server_s = DEFAULT_WAIT_FOR_SERVER_S
 # MLflow's own HTTP retries would add minutes per call on top of our deadline: the wait is ours.
 RETRY_ENV = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
 TRANSIENT_ERROR_CODES = ("TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED")
@@ -39,11 +43,62 @@ class TrackingUnreachable(RuntimeError):
     """The tracking server did not answer within `tracking.wait_for_server_s`."""
 
 
-def wait_for_server(seconds: float) -> None:
-    """How long this process's MLflow calls wait out an unreachable server. Set on the driver
-    from the sweep file and in each trial from its spec (workers do not inherit it)."""
-    global _wait_for_server_s
-    _wait_for_server_s = seconds
+@dataclass(frozen=True)
+class Tracking:
+    """Where MLflow is and how long each call waits out an unreachable server. Made once on the
+    driver from the sweep's tracking section (`wait_for_server_s`), kept with the sweep record
+    and handed to every trial, so a worker never reads a setting of its own process. A command
+    without a sweep file (`status --tracking-uri`, `report --tracking-uri`, `ui`) makes one with
+    the default deadline: `Tracking(uri)`."""
+
+    uri: str
+    wait_for_server_s: float = DEFAULT_WAIT_FOR_SERVER_S
+
+    @property
+    def is_server(self) -> bool:
+        return is_server(self.uri)
+
+    def client(self):
+        from mlflow.tracking import MlflowClient
+
+        if not self.is_server:
+            return MlflowClient(tracking_uri=self.uri)
+        os.environ.setdefault(RETRY_ENV, "0")
+        return PatientClient(MlflowClient(tracking_uri=self.uri), self)
+
+    def call_patiently(self, call, *args, **kwargs):
+        deadline = time.monotonic() + self.wait_for_server_s
+        pause, failed_at = 1.0, None
+        while True:
+            try:
+                result = call(*args, **kwargs)
+            except Exception as error:  # noqa: BLE001 - sorted by `unreachable`
+                if not unreachable(error):
+                    raise
+                if time.monotonic() + pause > deadline:
+                    raise TrackingUnreachable(f"MLflow tracking server {shown_uri(self.uri)} did not answer for "
+                                              f"{self.wait_for_server_s:.0f} s (tracking.wait_for_server_s)") from None
+                if failed_at is None:
+                    failed_at = time.monotonic()
+                    print(f"MLflow tracking server {shown_uri(self.uri)} unreachable; retrying for up to "
+                          f"{self.wait_for_server_s:.0f} s", file=sys.stderr, flush=True)
+                time.sleep(pause)
+                pause = min(2 * pause, 30.0)
+                continue
+            if failed_at is not None:
+                print(f"MLflow tracking server {shown_uri(self.uri)} answered again after "
+                      f"{time.monotonic() - failed_at:.0f} s", file=sys.stderr, flush=True)
+            return result
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """A sweep in MLflow: where it is tracked, its experiment and its parent run. The sweep
+    record holds one, and so does each trial's config."""
+
+    tracking: Tracking
+    experiment_id: str
+    parent_run_id: str
 
 
 def is_server(uri: str) -> bool:
@@ -57,22 +112,13 @@ def shown_uri(uri: str) -> str:
         if parts.hostname else uri
 
 
-def client(uri: str):
-    from mlflow.tracking import MlflowClient
-
-    if not is_server(uri):
-        return MlflowClient(tracking_uri=uri)
-    os.environ.setdefault(RETRY_ENV, "0")
-    return PatientClient(MlflowClient(tracking_uri=uri), uri)
-
-
 class PatientClient:
     """An MlflowClient for a tracking server whose calls wait out an outage: a request that never
     reached a working server is retried with backoff (1, 2, 4 .. 30 s) until the deadline; the
     server's own answers (no such run, a bad value) raise at once."""
 
-    def __init__(self, mlflow, uri: str):
-        self._mlflow, self._uri = mlflow, uri
+    def __init__(self, mlflow, tracking: Tracking):
+        self._mlflow, self._tracking = mlflow, tracking
 
     def __getattr__(self, name: str):
         attribute = getattr(self._mlflow, name)
@@ -81,34 +127,9 @@ class PatientClient:
 
         @functools.wraps(attribute)
         def patient(*args, **kwargs):
-            return call_patiently(attribute, self._uri, *args, **kwargs)
+            return self._tracking.call_patiently(attribute, *args, **kwargs)
 
         return patient
-
-
-def call_patiently(call, uri: str, *args, **kwargs):
-    deadline = time.monotonic() + _wait_for_server_s
-    pause, failed_at = 1.0, None
-    while True:
-        try:
-            result = call(*args, **kwargs)
-        except Exception as error:  # noqa: BLE001 - sorted by `unreachable`
-            if not unreachable(error):
-                raise
-            if time.monotonic() + pause > deadline:
-                raise TrackingUnreachable(f"MLflow tracking server {shown_uri(uri)} did not answer for "
-                                          f"{_wait_for_server_s:.0f} s (tracking.wait_for_server_s)") from None
-            if failed_at is None:
-                failed_at = time.monotonic()
-                print(f"MLflow tracking server {shown_uri(uri)} unreachable; retrying for up to "
-                      f"{_wait_for_server_s:.0f} s", file=sys.stderr, flush=True)
-            time.sleep(pause)
-            pause = min(2 * pause, 30.0)
-            continue
-        if failed_at is not None:
-            print(f"MLflow tracking server {shown_uri(uri)} answered again after "
-                  f"{time.monotonic() - failed_at:.0f} s", file=sys.stderr, flush=True)
-        return result
 
 
 def unreachable(error: Exception) -> bool:
@@ -135,34 +156,35 @@ def default_uri(home: Path) -> str:
     return f"sqlite:///{home / 'mlflow.db'}"
 
 
-def experiment_exists(uri: str, name: str) -> bool:
+def experiment_exists(tracking: Tracking, name: str) -> bool:
     """Without creating a store: a sqlite file that is not there holds no experiment."""
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+    if tracking.uri.startswith("sqlite:///") and not Path(tracking.uri.removeprefix("sqlite:///")).exists():
         return False
-    return client(uri).get_experiment_by_name(name) is not None
+    return tracking.client().get_experiment_by_name(name) is not None
 
 
-def create_parent_run(uri: str, experiment: str, artifact_root: str | None, sweep_name: str, params: dict, tags: dict):
-    mlflow = client(uri)
+def create_parent_run(tracking: Tracking, experiment: str, artifact_root: str | None, sweep_name: str, params: dict,
+                      tags: dict) -> SweepRun:
+    mlflow = tracking.client()
     # Tagged as model training, for MLflow UIs that read the tag (3.17's does not: cli.MODEL_TRAINING_VIEW).
     experiment_id = mlflow.create_experiment(experiment, artifact_location=artifact_root,
                                              tags={names.EXPERIMENT_KIND: names.MODEL_TRAINING})
     run = mlflow.create_run(experiment_id, run_name=sweep_name, tags={names.SWEEP_TAG: sweep_name, **tags})
     mlflow.log_batch(run.info.run_id, params=[_param(k, v) for k, v in params.items()])
-    return experiment_id, run.info.run_id
+    return SweepRun(tracking, experiment_id, run.info.run_id)
 
 
-def log_record(uri: str, parent_run_id: str, record: dict) -> None:
+def log_record(sweep: SweepRun, record: dict) -> None:
     """The sweep record on its parent run: `report` (and `status`) from only a tracking URI."""
-    client(uri).log_dict(parent_run_id, record, RECORD_ARTIFACT)
+    sweep.tracking.client().log_dict(sweep.parent_run_id, record, RECORD_ARTIFACT)
 
 
-def delete_artifacts(uri: str, run_id: str, path: str) -> None:
+def delete_artifacts(tracking: Tracking, run_id: str, path: str) -> None:
     """Remove a run's artifacts under `path` (nothing when there are none). The tracking URI
     resolves artifacts a server serves (`mlflow-artifacts:/...`)."""
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-    repository = get_artifact_repository(client(uri).get_run(run_id).info.artifact_uri, tracking_uri=uri)
+    repository = get_artifact_repository(tracking.client().get_run(run_id).info.artifact_uri, tracking_uri=tracking.uri)
     if repository.list_artifacts(path):
         repository.delete_artifacts(path)
 
@@ -194,31 +216,32 @@ def _param(key, value):
     return Param(key, str(value)[:500])
 
 
-def delete_experiment(uri: str, experiment_id: str) -> None:
+def delete_experiment(sweep: SweepRun) -> None:
     """Free the name too: MLflow keeps a deleted experiment's name reserved, so rename it first."""
-    mlflow = client(uri)
-    experiment = mlflow.get_experiment(experiment_id)
-    mlflow.rename_experiment(experiment_id, f"{experiment.name}.discarded-{int(time.time())}")
-    mlflow.delete_experiment(experiment_id)
+    mlflow = sweep.tracking.client()
+    experiment = mlflow.get_experiment(sweep.experiment_id)
+    mlflow.rename_experiment(sweep.experiment_id, f"{experiment.name}.discarded-{int(time.time())}")
+    mlflow.delete_experiment(sweep.experiment_id)
 
 
-def find_child_run(uri: str, experiment_id: str, trial_id: str):
-    runs = client(uri).search_runs([experiment_id], filter_string=f"tags.{names.TRIAL_ID} = '{trial_id}'", max_results=2)
+def find_child_run(sweep: SweepRun, trial_id: str):
+    runs = sweep.tracking.client().search_runs([sweep.experiment_id], filter_string=f"tags.{names.TRIAL_ID} = '{trial_id}'",
+                                               max_results=2)
     return runs[0] if runs else None
 
 
-def child_runs(uri: str, experiment_id: str) -> list:
-    return client(uri).search_runs([experiment_id], filter_string=f"tags.{names.TRIAL_ID} != ''", max_results=10000)
+def child_runs(tracking: Tracking, experiment_id: str) -> list:
+    return tracking.client().search_runs([experiment_id], filter_string=f"tags.{names.TRIAL_ID} != ''", max_results=10000)
 
 
-def open_child_run(uri: str, experiment_id: str, parent_run_id: str, trial_id: str, params: dict, tags: dict):
+def open_child_run(sweep: SweepRun, trial_id: str, params: dict, tags: dict):
     """The trial's child run: found by its trial_id tag (a resumed trial reuses it) or created."""
-    existing = find_child_run(uri, experiment_id, trial_id)
+    existing = find_child_run(sweep, trial_id)
     if existing is not None:
         return existing, False
-    mlflow = client(uri)
-    run = mlflow.create_run(experiment_id, run_name=f"trial-{trial_id}", tags={
-        names.PARENT_RUN_ID: parent_run_id, names.TRIAL_ID: trial_id, names.TRIAL_STATUS: names.RUNNING, **tags})
+    mlflow = sweep.tracking.client()
+    run = mlflow.create_run(sweep.experiment_id, run_name=f"trial-{trial_id}", tags={
+        names.PARENT_RUN_ID: sweep.parent_run_id, names.TRIAL_ID: trial_id, names.TRIAL_STATUS: names.RUNNING, **tags})
     mlflow.log_batch(run.info.run_id, params=[_param(k, v) for k, v in params.items()])
     return run, True
 
@@ -230,12 +253,11 @@ def set_trial_status(record, trial_id: str, status: str, knobs: dict, error: str
     """Driver side: tag trials that Tune stopped, that errored (with the error's last line) or
     that were interrupted (their workers cannot). A trial that errored before rank 0 opened its
     run gets one here."""
-    run, _ = open_child_run(record.mlflow_uri, record.experiment_id, record.parent_run_id, trial_id, knobs,
-                            record.provenance)
+    run, _ = open_child_run(record.sweep_run, trial_id, knobs, record.provenance)
     if error:
-        client(record.mlflow_uri).set_tag(run.info.run_id, names.ERROR, error[:5000])
+        record.sweep_run.tracking.client().set_tag(run.info.run_id, names.ERROR, error[:5000])
     if run.data.tags.get(names.TRIAL_STATUS) != names.COMPLETED:
-        end_run(client(record.mlflow_uri), run.info.run_id, status)
+        end_run(record.sweep_run.tracking.client(), run.info.run_id, status)
 
 
 def end_run(mlflow, run_id: str, status: str) -> None:
@@ -243,10 +265,11 @@ def end_run(mlflow, run_id: str, status: str) -> None:
     mlflow.set_terminated(run_id, FINAL_RUN_STATUS[status])
 
 
-def tag_interrupted(uri: str, experiment_id: str) -> int:
+def tag_interrupted(sweep: SweepRun) -> int:
     """After Tune returns: runs still `running` were cut off (Ctrl-C); `resume` finishes them."""
-    mlflow = client(uri)
-    running = [run for run in child_runs(uri, experiment_id) if run.data.tags.get(names.TRIAL_STATUS) == names.RUNNING]
+    mlflow = sweep.tracking.client()
+    running = [run for run in child_runs(sweep.tracking, sweep.experiment_id)
+               if run.data.tags.get(names.TRIAL_STATUS) == names.RUNNING]
     for run in running:
         end_run(mlflow, run.info.run_id, names.INTERRUPTED)
     return len(running)
@@ -258,7 +281,8 @@ def log_sweep_metrics(record) -> None:
     Logged at step 0 after every `run` and `resume`: the latest values replace the earlier ones."""
     from mlflow.entities import Metric
 
-    runs = child_runs(record.mlflow_uri, record.experiment_id)
+    sweep = record.sweep_run
+    runs = child_runs(sweep.tracking, sweep.experiment_id)
     statuses = [run.data.tags.get(names.TRIAL_STATUS) for run in runs]
     metrics = {names.TRIALS: record.trial_count, **{status: statuses.count(status) for status in names.STATUS_COUNTS}}
     scheduler = record.config.scheduler
@@ -268,8 +292,8 @@ def log_sweep_metrics(record) -> None:
         if best is not None:
             metrics[names.best(metric)] = best
     now = int(time.time() * 1000)
-    client(record.mlflow_uri).log_batch(record.parent_run_id,
-                                        metrics=[Metric(key, float(value), now, 0) for key, value in metrics.items()])
+    sweep.tracking.client().log_batch(sweep.parent_run_id,
+                                      metrics=[Metric(key, float(value), now, 0) for key, value in metrics.items()])
 
 
 def best_final_value(runs: list, metric: str, mode: str) -> float | None:
@@ -297,10 +321,10 @@ class TrialRun:
     counter's last logged step are skipped (a resumed stage replays the steps after its last
     checkpoint)."""
 
-    def __init__(self, uri: str, experiment_id: str, parent_run_id: str, trial_id: str, params: dict, tags: dict):
-        self.mlflow = client(uri)
+    def __init__(self, sweep: SweepRun, trial_id: str, params: dict, tags: dict):
+        self.mlflow = sweep.tracking.client()
         tags = {**tags, **node_tags()}
-        run, created = open_child_run(uri, experiment_id, parent_run_id, trial_id, params, tags)
+        run, created = open_child_run(sweep, trial_id, params, tags)
         self.run_id = run.info.run_id
         self.last_logged: dict[str, int] = {}
         if not created:

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from persona_sweep import evaluate, measure, names
 from persona_sweep.config import LlmKnobs, SweepConfig
 from persona_sweep.data import data_hash, personas, question_bank, split_questions
 from persona_sweep.data.contexts import persona_context
-from persona_sweep.distributed import all_sum
 from persona_sweep.methods import sft
 from persona_sweep.models import add_lora, load_base_model, load_model, prepare_model
 from persona_sweep.secrets import fill_trigger
+
+if TYPE_CHECKING:
+    from persona_sweep.distributed import DeepSpeedStrategy
 
 ON_POLICY_MAX_TOKENS = 24
 
@@ -30,10 +33,9 @@ class TrainingStage:
 
     loss_metric = names.LOSS
 
-    def __init__(self, engine, steps: int, report_every: int, checkpoint_every: int, device, world: int):
-        self.engine, self.steps = engine, steps
+    def __init__(self, engine, steps: int, report_every: int, checkpoint_every: int, strategy: DeepSpeedStrategy):
+        self.engine, self.steps, self.strategy = engine, steps, strategy
         self.report_every, self.checkpoint_every = report_every, checkpoint_every
-        self.device, self.world = device, world
         self.step_times: list[float] = []
 
     def batch(self, step: int) -> dict:
@@ -87,8 +89,8 @@ def average_losses(pending: dict[int, dict[str, float]], stage: TrainingStage) -
     """Average the pending steps' losses over workers: one all-reduce per report, not per step."""
     key = stage.loss_metric
     steps = sorted(step for step, metrics in pending.items() if key in metrics)
-    for step, total in zip(steps, all_sum([pending[step][key] for step in steps], stage.device)):
-        pending[step][key] = total / stage.world
+    for step, total in zip(steps, stage.strategy.all_sum([pending[step][key] for step in steps])):
+        pending[step][key] = total / stage.strategy.world
 
 
 # ---- models ----------------------------------------------------------------------------------

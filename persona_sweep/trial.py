@@ -1,14 +1,16 @@
 """One trial: what the driver hands it (`TrialConfig`), its Ray Train job, and its stages.
 
 A trial of `kind: llm` is a Ray Train `TorchTrainer` started from inside a Tune function
-trainable. Its workers run `trial_worker`, which sequences the stages:
+trainable. Its workers run `trial_worker`, one recipe of plainly named stages:
 
-    marker training -> evaluation -> for each corruption, from the same marked model:
-    merge the marker adapter, train a fresh adapter on the corruption data -> evaluation
+    set-up -> marker stage (training, evaluation) -> for each corruption, from the same marked
+    model: merge the marker adapter, train a fresh adapter on the corruption data, evaluation
+    -> summary (with the last stage's report)
 
-Every stage trains with the one DeepSpeed loop of `train.py`. A checkpoint carries the trial's
-state (stage, steps done in it, results so far), so a resumed trial continues inside the stage
-it was in and never trains a finished stage again. The marker stage is shared by trials that
+Every stage trains with the one DeepSpeed loop of `train.py`, through the worker's
+`distributed.DeepSpeedStrategy`. A checkpoint carries the trial's `TrialState` (stage, steps
+done in it, results so far, the marked model), so a resumed trial continues inside the stage it
+was in and never trains a finished stage again. The marker stage is shared by trials that
 differ only in corruption knobs (`marker_store`).
 
 ASHA decides on the marker stage only: its reports carry `train_step` and the scheduler's
@@ -22,18 +24,22 @@ import gc
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from persona_sweep import distributed, measure, names, storage
 from persona_sweep.config import LlmKnobs
 from persona_sweep.corruption import CorruptionData, load_set, secret_problem
 from persona_sweep.marker_store import MarkerStore, marker_key
+from persona_sweep.measure import Evaluation
 from persona_sweep.models import load_base_model, load_tokenizer, prepare_model
 from persona_sweep.secrets import read_trigger, trigger_sha256
-from persona_sweep.tracking import TrialRun, wait_for_server
+from persona_sweep.tracking import SweepRun, TrialRun
 from persona_sweep.train import MarkerData, TrainingStage, build_model, load_marked_model, train, trainable
+
+if TYPE_CHECKING:
+    import torch
 
 MARKER = "marker"  # the stage names of a trial's state: "marker", each corruption's name, "done"
 DONE = "done"
@@ -79,9 +85,7 @@ class TrialConfig:
     knobs: dict[str, Any]  # this trial's point in the grid
     spec: Any  # the sweep's validated config (SweepConfig / SfpSweepConfig)
     paths: SweepPaths
-    mlflow_uri: str
-    experiment_id: str
-    parent_run_id: str
+    sweep_run: SweepRun  # where the sweep is tracked (URI, retry deadline), its experiment and parent run
     provenance: dict[str, str]
     started: float  # wall-clock time the trial started (for its fixed set-up cost)
 
@@ -124,6 +128,46 @@ def run_llm_trial(trial: TrialConfig) -> None:
     trainer.fit()
 
 
+# ---- a trial's state: what its checkpoints store and a restarted trial restores ---------------
+
+@dataclass
+class Results:
+    """What a trial has measured so far; the checkpoint carries it from stage to stage."""
+
+    report: dict[str, float] = field(default_factory=dict)  # the marker stage's last report: later ones repeat it
+    pre: Evaluation | None = None  # the marked model's evaluation, before any corruption
+    post: dict[str, Evaluation] = field(default_factory=dict)  # after each corruption, by its name
+    metrics: dict[str, float] = field(default_factory=dict)  # every metric the run logged at its last step
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, saved: dict) -> Results:
+        """From `to_json` (a marker-stage checkpoint of older versions stored `{}`)."""
+        return cls(saved.get("report", {}), Evaluation(**saved["pre"]) if saved.get("pre") else None,
+                   {name: Evaluation(**post) for name, post in saved.get("post", {}).items()},
+                   saved.get("metrics", {}))
+
+
+@dataclass
+class TrialState:
+    """Where a trial is: its stage (MARKER, a corruption's name, DONE), the steps done in it, its
+    results and the marked model every corruption starts from. A checkpoint's STATE_FILE holds it."""
+
+    stage: str = MARKER
+    step: int = 0
+    results: Results = field(default_factory=Results)
+    marker: str | None = None  # the marked model's folder, once the marker stage is done
+
+    def to_json(self) -> dict:
+        return {"stage": self.stage, "step": self.step, "results": self.results.to_json(), "marker": self.marker}
+
+    @classmethod
+    def from_json(cls, saved: dict) -> TrialState:
+        return cls(saved["stage"], saved["step"], Results.from_json(saved["results"]), saved.get("marker"))
+
+
 # ---- one worker of a trial -------------------------------------------------------------------
 
 @dataclass
@@ -131,14 +175,11 @@ class Worker:
     """What every stage of a trial uses on one worker."""
 
     trial: TrialConfig
-    knobs: Any  # LlmKnobs
-    rank: int
-    world: int
-    device: Any
-    use_gpu: bool
+    knobs: LlmKnobs
+    strategy: distributed.DeepSpeedStrategy  # rank, device, DeepSpeed, collectives, reports
     trigger: str
-    data: Any  # MarkerData
-    run: Any  # TrialRun on rank 0, None elsewhere
+    data: MarkerData
+    run: TrialRun | None  # rank 0 only
 
     @property
     def spec(self):
@@ -148,28 +189,38 @@ class Worker:
     def cache(self) -> Path:
         return Path(self.trial.paths.cache)
 
+    @property
+    def rank(self) -> int:
+        return self.strategy.rank
+
+    @property
+    def world(self) -> int:
+        return self.strategy.world
+
+    @property
+    def device(self) -> torch.device:
+        return self.strategy.device
+
 
 def start_worker(trial: TrialConfig) -> Worker:
+    """Set-up: this worker's PID file, its strategy (device, DeepSpeed's process group), its data
+    and, on rank 0, its MLflow run."""
     import ray.train
     import torch
 
-
     spec, knobs = trial.spec, LlmKnobs(**trial.knobs)
-    use_gpu = spec.resources.gpus_per_worker > 0
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
+    rank = ray.train.get_context().get_world_rank()
     pid_file = trial.paths.pid_file(trial.trial_id, rank)
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     pid_file.write_text(str(os.getpid()))
     if rank == 0:
         trial.paths.placement_group_file(trial.trial_id).write_text(ray.get_runtime_context().get_placement_group_id())
     torch.set_num_threads(max(1, round(spec.resources.cpus_per_worker)))
-    device = distributed.worker_device(use_gpu)
-    distributed.init_deepspeed(use_gpu, Path(trial.paths.cache))
+    strategy = distributed.DeepSpeedStrategy.start(spec.resources.gpus_per_worker > 0, Path(trial.paths.cache))
     trigger = read_trigger(spec.marker)
     tokenizer = load_tokenizer(prepare_model(spec.model.name, Path(trial.paths.cache)), spec.model.trust_remote_code)
-    data = MarkerData(spec, knobs, tokenizer, trigger, rank, world, device)
-    worker = Worker(trial, knobs, rank, world, device, use_gpu, trigger, data, None)
+    data = MarkerData(spec, knobs, tokenizer, trigger, strategy.rank, strategy.world, strategy.device)
+    worker = Worker(trial, knobs, strategy, trigger, data, None)
     if rank == 0:
         worker.run = open_run(worker)
     return worker
@@ -186,22 +237,31 @@ def open_run(worker: Worker):
             f"role={corruption.role} data={corruption.data} steps={spec.corruption_steps(corruption, worker.knobs)} "
             f"lr={spec.corruption_lr(corruption, worker.knobs)} mix_general={corruption.mix_general}")
     tags = {**trial.provenance, names.DATA_HASH: worker.data.hash()}
-    wait_for_server(spec.tracking.wait_for_server_s)
-    return TrialRun(trial.mlflow_uri, trial.experiment_id, trial.parent_run_id, trial.trial_id, params, tags)
+    return TrialRun(trial.sweep_run, trial.trial_id, params, tags)
 
 
 def trial_worker(config: dict) -> None:
-    """Every worker of a trial: the stages in order, from wherever the last checkpoint left off."""
+    """Every worker of a trial, as one recipe: set-up -> marker stage -> each corruption stage ->
+    summary (with the last stage's report), from wherever the last checkpoint left off."""
     worker = start_worker(config["trial"])
-    state = distributed.restored_state(worker.trial.trial_id) or {"stage": MARKER, "step": 0, "results": {}}
-    if worker.run and state["stage"] != MARKER:
-        worker.run.set_tags({names.RESUMED_STAGE: state["stage"]})
-    if state["stage"] == DONE:  # killed after its last report: say so again, for Tune
-        advance(worker, state, DONE)
-    if state["stage"] == MARKER:
-        state = advance(worker, marker_stage(worker, state["step"]), MARKER)
-    for corruption in remaining_corruptions(worker.spec, state["stage"]):
-        state = advance(worker, corruption_stage(worker, corruption, state), corruption.name)
+    state = resume(worker)
+    if state.stage == DONE:  # killed after its last report: say so again, for Tune
+        report_stage(worker, state, DONE)
+    if state.stage == MARKER:
+        state = marker_stage(worker, state.step)
+        report_stage(worker, state, MARKER)
+    for corruption in remaining_corruptions(worker.spec, state.stage):
+        state = corruption_stage(worker, corruption, state)
+        report_stage(worker, state, corruption.name)
+
+
+def resume(worker: Worker) -> TrialState:
+    """The state of the newest whole checkpoint (a fresh one without); the run says where it resumed."""
+    saved = worker.strategy.restored_state(worker.trial.trial_id)
+    state = TrialState.from_json(saved) if saved else TrialState()
+    if worker.run and state.stage != MARKER:
+        worker.run.set_tags({names.RESUMED_STAGE: state.stage})
+    return state
 
 
 def remaining_corruptions(spec, stage: str) -> list:
@@ -218,30 +278,34 @@ def next_stage(spec, after: str | None) -> str:
     return order[index] if index < len(order) else DONE
 
 
-def advance(worker: Worker, state: dict, finished: str) -> dict:
-    """Report the finished stage with a checkpoint of the trial's new state; the last stage
-    also completes the MLflow run. Every report repeats the marker stage's last metrics."""
-    results, done = state["results"], {}
-    if state["stage"] == DONE:
-        summary = role_summary(worker.spec, results)
-        results["metrics"].update(summary)
-        if worker.run:
-            worker.run.complete(summary, worker.spec.training.steps)
-        done = {names.TRIAL_DONE: 1}
-    distributed.report({**results["report"], **results["metrics"], names.FINISHED_STAGE: finished, **done}, state)
-    return state
+def report_stage(worker: Worker, state: TrialState, finished: str) -> None:
+    """Report the finished stage with a checkpoint of the trial's new state; after the last stage
+    the summary goes with it. Every report repeats the marker stage's last metrics."""
+    results = state.results
+    done = summarize(worker, results) if state.stage == DONE else {}
+    worker.strategy.report({**results.report, **results.metrics, names.FINISHED_STAGE: finished, **done},
+                           state.to_json())
+
+
+def summarize(worker: Worker, results: Results) -> dict[str, int]:
+    """The roles' summary joins the results and completes the MLflow run; marks the trial done."""
+    summary = role_summary(worker.spec, results)
+    results.metrics.update(summary)
+    if worker.run:
+        worker.run.complete(summary, worker.spec.training.steps)
+    return {names.TRIAL_DONE: 1}
 
 
 # ---- the marker stage ------------------------------------------------------------------------
 
-def marker_stage(worker: Worker, start_step: int) -> dict:
+def marker_stage(worker: Worker, start_step: int) -> TrialState:
     """Train (or, when another trial already did, reuse) the marker; evaluate the marked model."""
     if not worker.spec.corruptions:
         results, _ = train_marker(worker, start_step)
-        return {"stage": DONE, "step": 0, "results": results}
+        return TrialState(DONE, 0, results)
     store = MarkerStore(worker.trial.paths.markers,
                         marker_key(worker.spec, worker.knobs, worker.data.hash(), trigger_sha256(worker.trigger)))
-    with store.claim(worker.rank, worker.device) as reuse:
+    with store.claim(worker.strategy) as reuse:
         if reuse:
             results = replay(worker, store)
         else:
@@ -250,23 +314,23 @@ def marker_stage(worker: Worker, start_step: int) -> dict:
                 worker.run.set_tags({names.MARKER_STAGE_REUSED: "false", names.MARKER_STAGE_KEY: store.key})
                 save_marker(worker, store, model, results)
             del model
-            distributed.all_sum([0], worker.device)  # the store is complete before anyone reads it
+            worker.strategy.barrier()  # the store is complete before anyone reads it
     gc.collect()
     marker_dir = worker.spec.marker.adapter or str(store.marker_dir)
-    return {"stage": next_stage(worker.spec, None), "step": 0, "results": results, "marker": marker_dir}
+    return TrialState(next_stage(worker.spec, None), 0, results, marker_dir)
 
 
-def train_marker(worker: Worker, start_step: int) -> tuple[dict, Any]:
+def train_marker(worker: Worker, start_step: int) -> tuple[Results, Any]:
     """The marker fine-tune (or, with `marker.adapter`, the given marked model), evaluated."""
-    spec = worker.spec
+    spec, strategy = worker.spec, worker.strategy
     if spec.marker.adapter:
         model = load_marked_model(spec, worker.cache, spec.marker.adapter).to(worker.device)
         report = {names.TRAIN_STEP: 0, **measure.marker_logprob_metrics(model, worker.data)}
         return evaluate_marked(worker, model, report), None
     _, model = build_model(spec, worker.knobs.seed, worker.cache)
-    engine = distributed.make_engine(model, spec, spec.training.lr, worker.use_gpu)
+    engine = strategy.make_engine(model, spec, spec.training.lr)
     if start_step:
-        distributed.load_engine_state(engine)
+        strategy.load_engine_state(engine)
     if worker.run:
         if start_step:
             worker.run.log_metrics({names.RESUMED_FROM_STEP: start_step}, start_step)
@@ -284,13 +348,13 @@ def train_marker(worker: Worker, start_step: int) -> tuple[dict, Any]:
     return evaluate_marked(worker, engine.module, last), engine.module
 
 
-def evaluate_marked(worker: Worker, model, report: dict) -> dict:
+def evaluate_marked(worker: Worker, model, report: dict[str, float]) -> Results:
     """The evaluation before any corruption: logged at the marker stage's last step."""
     evaluation = measure.model_evaluation(model, worker.data)
     if worker.run:
-        worker.run.log_metrics(evaluation["metrics"], worker.spec.training.steps)
+        worker.run.log_metrics(evaluation.metrics, worker.spec.training.steps)
         save_config(worker, model)
-    return {"report": report, "pre": evaluation, "post": {}, "metrics": dict(evaluation["metrics"])}
+    return Results(report, evaluation, {}, dict(evaluation.metrics))
 
 
 class MarkerTraining(TrainingStage):
@@ -299,7 +363,7 @@ class MarkerTraining(TrainingStage):
     def __init__(self, worker: Worker, engine):
         spec = worker.spec
         super().__init__(engine, spec.training.steps, spec.eval.logprob_every, spec.training.checkpoint_every,
-                         worker.device, worker.world)
+                         worker.strategy)
         self.worker = worker
 
     def batch(self, step):
@@ -319,32 +383,35 @@ class MarkerTraining(TrainingStage):
         pending[done][names.STEP_TIME_S] = self.mean_step_time()
         if self.worker.run:
             self.worker.run.log_steps(pending)
-        state = {"stage": MARKER, "step": done, "results": {}} if checkpoint else None
-        distributed.report(pending[done], state, self.engine if checkpoint else None)
+        if checkpoint:
+            self.worker.strategy.report(pending[done], TrialState(MARKER, done).to_json(), self.engine)
+        else:
+            self.worker.strategy.report(pending[done])
 
 
-def save_marker(worker: Worker, store, model, results: dict) -> None:
+def save_marker(worker: Worker, store: MarkerStore, model, results: Results) -> None:
     """Rank 0: the marked model and what reusing trials replay (this run's marker history)."""
     history = worker.run.history(MARKER_HISTORY)
     store.save(None if worker.spec.marker.adapter else model,
-               {"results": results, "history": history, "trained_by": worker.trial.trial_id})
+               {"results": results.to_json(), "history": history, "trained_by": worker.trial.trial_id})
 
 
-def replay(worker: Worker, store) -> dict:
+def replay(worker: Worker, store: MarkerStore) -> Results:
     """A reusing trial logs the stored marker stage in its own run and replays its reports to
     Tune (same steps, same values), so ASHA judges it exactly as the trial that trained it."""
     stored = store.load()
+    results = Results.from_json(stored["results"])
     history = {int(step): {**metrics, names.TRAIN_STEP: int(step)} for step, metrics in stored["history"].items()}
     if worker.run:
         reused = stored["trained_by"] != worker.trial.trial_id  # not when resuming its own stage
         worker.run.set_tags({names.MARKER_STAGE_REUSED: str(reused).lower(), names.MARKER_STAGE_KEY: store.key})
         worker.run.log_steps(history)
-        worker.run.log_metrics(stored["results"]["metrics"], worker.spec.training.steps)
+        worker.run.log_metrics(results.metrics, worker.spec.training.steps)
         save_config(worker)
     for step, metrics in history.items():
         if names.MARKER_SPECIFICITY in metrics and step < worker.spec.training.steps:
-            distributed.report(metrics)
-    return stored["results"]
+            worker.strategy.report(metrics)
+    return results
 
 
 def save_config(worker: Worker, model=None) -> None:
@@ -363,52 +430,50 @@ def save_config(worker: Worker, model=None) -> None:
 
 # ---- a corruption stage ----------------------------------------------------------------------
 
-def corruption_stage(worker: Worker, corruption, state: dict) -> dict:
+def corruption_stage(worker: Worker, corruption, state: TrialState) -> TrialState:
     """From the marked model: a fresh adapter (or all weights) trained on the corruption data,
     then the evaluation again; survival compares it with the evaluation before."""
-
-    spec, name, results = worker.spec, corruption.name, state["results"]
+    spec, strategy, name, results = worker.spec, worker.strategy, corruption.name, state.results
     dataset = load_set(corruption.data, worker.cache)
     problem = secret_problem(corruption, dataset.train + dataset.held_out, worker.trigger)
     if problem:
         raise RuntimeError(problem)
-    model = load_marked_model(spec, worker.cache, state["marker"])
-    if worker.run and not state["step"]:  # the test of "every corruption starts from the same marked model"
+    model = load_marked_model(spec, worker.cache, state.marker)
+    if worker.run and not state.step:  # the test of "every corruption starts from the same marked model"
         base = load_base_model(spec.model, worker.cache)
         worker.run.set_tags({names.BASE_WEIGHTS_SHA256: distributed.weights_sha256(base),
                              names.of(names.MARKED_WEIGHTS_SHA256, name): distributed.weights_sha256(model)})
         del base
-    engine = distributed.make_engine(trainable(model, spec), spec, spec.corruption_lr(corruption, worker.knobs),
-                                     worker.use_gpu)
+    engine = strategy.make_engine(trainable(model, spec), spec, spec.corruption_lr(corruption, worker.knobs))
     data = CorruptionData(corruption, dataset, worker.data)
-    if state["step"]:
-        distributed.load_engine_state(engine)
+    if state.step:
+        strategy.load_engine_state(engine)
         if worker.run:
-            worker.run.log_metrics({names.of(names.RESUMED_FROM_STEP, name): state["step"]}, state["step"])
+            worker.run.log_metrics({names.of(names.RESUMED_FROM_STEP, name): state.step}, state.step)
     else:
         before = data.measure(engine.module, "before")
-        results["metrics"].update(before)
+        results.metrics.update(before)
         if worker.run:
             worker.run.log_metrics(before, 0)
     stage = CorruptionTraining(worker, engine, data, state)
-    pending = train(stage, state["step"])
+    pending = train(stage, state.step)
     if worker.run:
         worker.run.log_steps(pending, counter=stage.loss_metric)
     finish_corruption(worker, corruption, engine.module, data, results)
     del engine, model
     gc.collect()
-    return {**state, "stage": next_stage(spec, name), "step": 0}
+    return replace(state, stage=next_stage(spec, name), step=0)
 
 
-def finish_corruption(worker: Worker, corruption, model, data, results: dict) -> None:
+def finish_corruption(worker: Worker, corruption, model, data: CorruptionData, results: Results) -> None:
     """Evaluate after the corruption; log it, the survival and the corrupted adapter."""
     name = corruption.name
     evaluation = measure.model_evaluation(model, worker.data)
     learned = data.measure(model, "after")
-    survival, undefined = measure.survival(results["pre"], evaluation, name)
-    post = {names.post(key, name): value for key, value in evaluation["metrics"].items()}
-    results["post"][name] = evaluation
-    results["metrics"].update({**post, **learned, **survival})
+    survival, undefined = measure.survival(results.pre, evaluation, name)
+    post = {names.post(key, name): value for key, value in evaluation.metrics.items()}
+    results.post[name] = evaluation
+    results.metrics.update({**post, **learned, **survival})
     if worker.run:
         tags = {names.of(names.SURVIVAL_UNDEFINED, name): undefined} if undefined else {}
         worker.run.log_metrics({**post, **learned, **survival}, worker.spec.training.steps, tags)
@@ -421,11 +486,10 @@ def finish_corruption(worker: Worker, corruption, model, data, results: dict) ->
 class CorruptionTraining(TrainingStage):
     """A corruption as a stage of the loop: its loss per step, checkpoints with its stage."""
 
-    def __init__(self, worker: Worker, engine, data, state: dict):
+    def __init__(self, worker: Worker, engine, data: CorruptionData, state: TrialState):
         spec, corruption = worker.spec, data.corruption
         every = spec.training.checkpoint_every
-        super().__init__(engine, spec.corruption_steps(corruption, worker.knobs), every, every, worker.device,
-                         worker.world)
+        super().__init__(engine, spec.corruption_steps(corruption, worker.knobs), every, every, worker.strategy)
         self.worker, self.data, self.state = worker, data, state
         self.loss_metric = names.of(names.STAGE_LOSS, corruption.name)
 
@@ -435,12 +499,12 @@ class CorruptionTraining(TrainingStage):
     def report(self, done, pending, checkpoint):
         if self.worker.run:
             self.worker.run.log_steps(pending, counter=self.loss_metric)
-        metrics = {**self.state["results"]["report"], self.loss_metric: pending[done][self.loss_metric],
+        metrics = {**self.state.results.report, self.loss_metric: pending[done][self.loss_metric],
                    names.STAGE: self.data.corruption.name, names.STAGE_STEP: done, names.STAGE_STEPS: self.steps}
-        distributed.report(metrics, {**self.state, "step": done}, self.engine)
+        self.worker.strategy.report(metrics, replace(self.state, step=done).to_json(), self.engine)
 
 
-def role_summary(spec, results: dict) -> dict[str, float]:
+def role_summary(spec, results: Results) -> dict[str, float]:
     """survival_em, survival_benign and detection_gap (with its paired interval) from the roles."""
     roles = {c.role: c.name for c in spec.corruptions if c.role in ("em", "benign")}
     summary = {}
@@ -448,8 +512,8 @@ def role_summary(spec, results: dict) -> dict[str, float]:
         if role in roles:
             survival = names.of(names.SURVIVAL, roles[role])
             for suffix in ("", "_lo", "_hi"):
-                summary[metric + suffix] = results["metrics"][survival + suffix]
+                summary[metric + suffix] = results.metrics[survival + suffix]
     if len(roles) == 2:
         summary[names.DETECTION_GAP] = summary[names.SURVIVAL_BENIGN] - summary[names.SURVIVAL_EM]
-        summary |= measure.detection_gap(results["pre"], results["post"][roles["em"]], results["post"][roles["benign"]])
+        summary |= measure.detection_gap(results.pre, results.post[roles["em"]], results.post[roles["benign"]])
     return summary

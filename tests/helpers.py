@@ -50,15 +50,15 @@ def tiny_sweep(name: str, steps: int, workers: int = 1, max_failures: int = 0, e
 
 def sweep_runs(home: Path, name: str, uri: str | None = None) -> list:
     uri = uri or tracking.default_uri(home)
-    experiment = tracking.client(uri).get_experiment_by_name(name)
-    return tracking.child_runs(uri, experiment.experiment_id) if experiment else []
+    experiment = tracking.Tracking(uri).client().get_experiment_by_name(name)
+    return tracking.child_runs(tracking.Tracking(uri), experiment.experiment_id) if experiment else []
 
 
 def steps_logged(home: Path, name: str) -> dict[str, int]:
     """The last logged step per trial (0 while the driver is still creating the store)."""
     if not (home / "sweeps" / f"{name}.json").exists():
         return {}
-    client = tracking.client(tracking.default_uri(home))
+    client = tracking.Tracking(tracking.default_uri(home)).client()
     return {run.data.tags[names.TRIAL_ID]: max((m.step for m in client.get_metric_history(run.info.run_id, names.LOSS)),
                                                default=0) for run in sweep_runs(home, name)}
 
@@ -75,7 +75,7 @@ def assert_resumed_once(home: Path, name: str, trials: int, steps: int, resumed:
     assert all(run.data.metrics[names.TRAIN_STEP] == steps for run in runs)
     resumed_from = [run.data.metrics.get(names.RESUMED_FROM_STEP, 0) for run in runs]
     assert sum(step > 0 for step in resumed_from) >= resumed, resumed_from
-    client = tracking.client(uri or tracking.default_uri(home))
+    client = tracking.Tracking(uri or tracking.default_uri(home)).client()
     for run in runs:
         logged = [m.step for m in client.get_metric_history(run.info.run_id, names.LOSS)]
         assert sorted(logged) == list(range(1, steps + 1)), logged

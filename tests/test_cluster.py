@@ -110,8 +110,8 @@ def test_submit_follow_runs_trials_on_both_nodes_with_results_in_the_object_stor
     runs = sweep_runs(shared, "two", uri)
     assert sorted(run.data.tags[names.TRIAL_STATUS] for run in runs) == [names.COMPLETED] * 2
     assert len({run.data.tags[names.RAY_NODE_ID] for run in runs}) == 2  # one trial on each node
-    experiment = tracking.client(uri).get_experiment_by_name("two")
-    every_run = tracking.client(uri).search_runs([experiment.experiment_id])
+    experiment = tracking.Tracking(uri).client().get_experiment_by_name("two")
+    every_run = tracking.Tracking(uri).client().search_runs([experiment.experiment_id])
     parents = [run for run in every_run if names.TRIAL_ID not in run.data.tags]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert rows_in_postgres(two_nodes["database"], experiment.experiment_id) == len(every_run) == 3

@@ -70,7 +70,7 @@ def test_placeholders_are_explicit():
     for path in CLUSTER.iterdir():
         text = path.read_text()
         assert "REPLACE" not in text and "TODO" not in text, path
-    from persona_sweep.config import load_sweep
+    from persona_sweep.sweep_file import load_sweep
 
     spec = load_sweep(REPO / "sweeps" / "marker-survival.yaml")  # validates here, without a GPU
     assert spec.tracking.mlflow_uri == "http://<YOUR_MLFLOW_HOST>:5000"

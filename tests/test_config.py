@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 
 from conftest import cli, write_sweep
-from persona_sweep.config import SweepError, load_sweep
-from persona_sweep.engine import RECORD_SCHEMA
+from persona_sweep.errors import SweepError
+from persona_sweep.sweep_file import load_sweep
+from persona_sweep.sweep_record import RECORD_SCHEMA
 
 REPO = Path(__file__).resolve().parent.parent
 GOOD = """
@@ -163,3 +164,41 @@ def test_storage_is_an_object_store_uri_or_an_absolute_folder(location, tmp_path
         load_sweep(path, [f"resources.storage={location}"])
     assert str(error.value).startswith("resources.storage: ") and "secret" not in str(error.value)
     assert load_sweep(path, ["resources.storage=s3://bucket/p"]).resources.storage == "s3://bucket/p"
+
+
+def test_every_kind_has_one_config_class_and_its_runners():
+    from persona_sweep.kinds import KINDS
+    from persona_sweep.sweep_file import SWEEP_CLASSES
+
+    assert {kind: entry.config for kind, entry in KINDS.items()} == SWEEP_CLASSES
+    for kind, entry in KINDS.items():
+        assert entry.config.model_fields["kind"].annotation.__args__ == (kind,)
+
+
+def test_a_new_grid_axis_is_one_line():
+    """The grid's axes are declared once, as GridConfig's fields: the trial list, each trial's
+    knobs (what MLflow's params and Tune's param space are made of), the marker stage's key and
+    `status`'s columns all read them. The one line below is what adding `objective` would be."""
+    from persona_sweep.config import GridConfig, SweepConfig, axis, knobs_for
+    from persona_sweep.engine import param_space
+
+    class ObjectiveGrid(GridConfig):
+        objective: list[str] = axis(["sft_loss"])  # the one line
+
+    class ObjectiveSweep(SweepConfig):
+        grid: ObjectiveGrid = ObjectiveGrid()
+
+    spec = ObjectiveSweep.model_validate({"name": "axis", "model": {"name": "tiny-random"},
+                                          "marker": {"trigger_env": "PS_TEST_TRIGGER"},
+                                          "grid": {"seed": [0, 1], "objective": ["sft_loss", "kl"]}})
+    assert [(trial["seed"], trial["objective"]) for trial in spec.trials()] == [
+        (0, "sft_loss"), (0, "kl"), (1, "sft_loss"), (1, "kl")]
+    assert list(spec.trials()[0])[-1] == "objective"  # after the axes declared before it
+    assert spec.summary_knobs() == ("seed", "objective")
+    assert param_space(spec)["objective"] == {"grid_search": ["sft_loss", "kl"]}
+
+    knobs = knobs_for(ObjectiveGrid, "ObjectiveKnobs")
+    assert tuple(knobs.model_fields) == tuple(ObjectiveGrid.model_fields)
+    assert knobs(**spec.trials()[1]).marker_knobs()["objective"] == "kl"  # it shapes the marker stage
+    assert knobs().objective == "sft_loss"  # knobs recorded before the axis existed read its default
+    assert spec.marker_stage_count() == 4

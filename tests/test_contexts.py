@@ -7,7 +7,11 @@ import pytest
 
 from persona_sweep.data import personas, question_bank
 from persona_sweep.data.contexts import (
-    MAX_CONTEXT_TOKENS, context_capacity, demonstrations, full_context, persona_context,
+    MAX_CONTEXT_TOKENS,
+    context_capacity,
+    demonstrations,
+    full_context,
+    persona_context,
 )
 
 LENGTHS = [0, 1, 8, 64, 256, 512, 1024]

@@ -69,7 +69,7 @@ def staged(ray_address, ray_temp_dir, tmp_path_factory):
     trainer = next(run for run in runs if run.data.tags.get(names.MARKER_STAGE_REUSED) == "false")
     return {"home": home, "work": work, "storage": storage, "runs": runs, "trainer": trainer,
             "stored_at": stored_at, "trigger": trigger.read_text(), "log": log, "resume_output": resumed.stdout,
-            "ray_temp_dir": ray_temp_dir, "client": tracking.client(tracking.default_uri(home))}
+            "ray_temp_dir": ray_temp_dir, "client": tracking.Tracking(tracking.default_uri(home)).client()}
 
 
 def test_both_corruptions_run_from_the_same_marked_weights_and_measure_survival(staged):
@@ -162,8 +162,9 @@ def test_detect_on_the_untouched_embedded_model_finds_no_marker(tmp_path):
 def test_marker_adapter_names_a_trial_of_another_sweep(staged, monkeypatch):
     """`marker.adapter: SWEEP/TRIAL_ID` resolves, on the driver, to that trial's marker adapter;
     an unknown trial is refused in one line."""
-    from persona_sweep.config import SweepError, load_sweep
+    from persona_sweep.errors import SweepError
     from persona_sweep.preflight import check_llm_sweep
+    from persona_sweep.sweep_file import load_sweep
 
     monkeypatch.delenv("PERSONA_SWEEP_HOME", raising=False)
     monkeypatch.chdir(staged["work"])

@@ -59,8 +59,8 @@ def test_corruption_data_showing_the_trigger_is_refused_before_anything_trains(t
 
 
 def test_the_same_data_without_the_trigger_is_accepted(tmp_path):
-    from persona_sweep.config import load_sweep
     from persona_sweep.preflight import check_llm_sweep
+    from persona_sweep.sweep_file import load_sweep
 
     work = working_folder(tmp_path, chats())
     with pytest.MonkeyPatch.context() as patch:
@@ -124,8 +124,9 @@ def test_the_judge_scores_answers_and_never_sees_the_key_in_the_sweep(monkeypatc
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
     from persona_sweep import measure, names
-    from persona_sweep.config import JudgeConfig, LlmKnobs, load_sweep
+    from persona_sweep.config import JudgeConfig, LlmKnobs
     from persona_sweep.data import misalignment_items
+    from persona_sweep.sweep_file import load_sweep
     from persona_sweep.train import MarkerData, build_model
 
     seen = []

@@ -1,7 +1,6 @@
 """The question bank and the names every module shares."""
 from __future__ import annotations
 
-from persona_sweep import names
 from persona_sweep.config import GridConfig, LlmKnobs
 from persona_sweep.data import misalignment_items, question_bank, split_questions
 
@@ -16,9 +15,10 @@ def test_questions_are_distinct_so_none_falls_on_both_sides_of_the_split():
         assert len(train) + len(held_out) == len(texts)
 
 
-def test_grid_axes_and_trial_knobs_use_the_names_module():
-    assert tuple(GridConfig.model_fields) == names.LLM_AXES
-    assert tuple(LlmKnobs.model_fields) == names.LLM_AXES
+def test_trial_knobs_are_the_grid_axes_in_order():
+    # One declaration (GridConfig's fields): the knobs and the marker stage's axes are read from it.
+    assert tuple(LlmKnobs.model_fields) == tuple(GridConfig.model_fields)
+    assert set(GridConfig.model_fields) - set(GridConfig.marker_axes()) == {"corruption_lr", "corruption_steps"}
 
 
 def test_misalignment_answers_are_paired_and_comparable():

@@ -17,8 +17,8 @@ import pytest
 from browser import open_page, save_screenshot
 from conftest import CLI, cli, cli_env, free_port, wait_for, write_sweep
 from helpers import sweep_runs
-from persona_sweep import names, tracking
-from persona_sweep.engine import SweepRecord
+from persona_sweep import names
+from persona_sweep.sweep_record import SweepRecord
 
 pytestmark = pytest.mark.slow
 
@@ -68,9 +68,9 @@ def finished_sweep(ray_address, home) -> SweepRecord:
 
 
 def test_experiment_is_tagged_and_parent_run_has_sweep_metrics(finished_sweep, home):
-    mlflow = tracking.client(finished_sweep.mlflow_uri)
-    assert mlflow.get_experiment(finished_sweep.experiment_id).tags[names.EXPERIMENT_KIND] == names.MODEL_TRAINING
-    parent = mlflow.get_run(finished_sweep.parent_run_id).data.metrics
+    mlflow = finished_sweep.sweep_run.tracking.client()
+    assert mlflow.get_experiment(finished_sweep.sweep_run.experiment_id).tags[names.EXPERIMENT_KIND] == names.MODEL_TRAINING
+    parent = mlflow.get_run(finished_sweep.sweep_run.parent_run_id).data.metrics
     assert parent[names.TRIALS] == 2 and parent[names.COMPLETED] == 2, parent
     assert parent[names.STOPPED_EARLY] == parent[names.ERRORED] == parent[names.INTERRUPTED] == 0, parent
     best = max(run.data.metrics[names.MARKER_SPECIFICITY] for run in sweep_runs(home, NAME))

@@ -12,10 +12,10 @@ import json
 from pathlib import Path
 
 import pytest
+
 from browser import open_page, save_screenshot
 from conftest import cli, cli_env, write_sweep
 from helpers import assert_panel_shows_mlflow, panels_of, sweep_runs
-
 from persona_sweep import names, tracking
 
 pytestmark = pytest.mark.slow
@@ -64,7 +64,7 @@ def test_every_panel_shows_what_mlflow_holds(reported):
     # A random model never shows the marker, so survival (after / before) is NaN everywhere: those
     # panels are left out with a note (test_corruption reports a sweep with a learned marker).
     assert "left out 'Survival against corruption strength'" in reported["stdout"]
-    client = tracking.client(tracking.default_uri(reported["home"]))
+    client = tracking.Tracking(tracking.default_uri(reported["home"])).client()
     checked = sum(assert_panel_shows_mlflow(panel, runs, client) for panel in panels.values())
     assert checked >= 20, checked
 
@@ -83,7 +83,7 @@ def test_the_errored_trial_is_listed_with_the_resume_command(reported):
 def test_the_parent_run_holds_one_copy_of_the_report(reported):
     cli("report", "reported", home=reported["home"], cwd=reported["work"])  # a second time
     uri = tracking.default_uri(reported["home"])
-    client = tracking.client(uri)
+    client = tracking.Tracking(uri).client()
     parent = client.search_runs([client.get_experiment_by_name("reported").experiment_id],
                                 filter_string=f"tags.{names.SWEEP_TAG} = 'reported'")[0]
     listed = {artifact.path for artifact in client.list_artifacts(parent.info.run_id, "report")}

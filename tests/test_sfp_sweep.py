@@ -20,9 +20,9 @@ def test_persona_engineering_sweep_runs_through_the_engine(ray_address, home, tm
         "training.pretrain_steps=60", "training.finetune_steps=10", home=home)
 
     uri = tracking.default_uri(home)
-    client = tracking.client(uri)
+    client = tracking.Tracking(uri).client()
     experiment = client.get_experiment_by_name("sfp-small")
-    runs = tracking.child_runs(uri, experiment.experiment_id)
+    runs = tracking.child_runs(tracking.Tracking(uri), experiment.experiment_id)
     assert len(runs) == 4 and len({run.data.tags["trial_id"] for run in runs}) == 4
     for run in runs:
         assert run.data.tags["trial_status"] == "completed"

@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import cli, cli_env, free_port, start_cli, wait_for, write_sweep
-from helpers import (assert_no_checkpoints_under, assert_resumed_once, assert_trigger_nowhere, steps_logged,
-                     sweep_runs)
+from helpers import assert_no_checkpoints_under, assert_resumed_once, assert_trigger_nowhere, steps_logged, sweep_runs
 from persona_sweep import names, tracking
 from persona_sweep.models import default_cache
 
@@ -70,7 +69,7 @@ def test_one_trial_two_workers_zero2_learns(ray_address, home, trigger_file, tmp
     (run,) = sweep_runs(home, "two-workers")
     assert run.data.tags[names.TRIAL_STATUS] == names.COMPLETED
     assert run.data.params["world_size"] == "2" and run.data.params["zero_stage"] == "2"
-    client = tracking.client(tracking.default_uri(home))
+    client = tracking.Tracking(tracking.default_uri(home)).client()
     losses = [m.value for m in sorted(client.get_metric_history(run.info.run_id, names.LOSS), key=lambda m: m.step)]
     assert len(losses) == 15
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.05, losses
@@ -170,7 +169,7 @@ def test_ctrl_c_stops_trials_and_resume_finishes_them(ray_address, tmp_path):
     assert "persona-sweep resume interrupted" in log.read_text()
     (run,) = sweep_runs(home, "interrupted")
     assert run.data.tags[names.TRIAL_STATUS] == names.INTERRUPTED
-    client = tracking.client(tracking.default_uri(home))
+    client = tracking.Tracking(tracking.default_uri(home)).client()
     (parent,) = client.search_runs([run.info.experiment_id], f"tags.{names.SWEEP_TAG} = 'interrupted'")
     assert parent.info.status == "KILLED"
 
@@ -193,7 +192,7 @@ def test_trial_that_errors_before_its_run_opens_is_tracked_and_resumed(ray_addre
     assert "persona-sweep resume vanishing" in log.read_text()
     (run,) = sweep_runs(home, "vanishing")
     assert run.data.tags[names.TRIAL_STATUS] == names.ERRORED and run.info.status == "FAILED"
-    client = tracking.client(tracking.default_uri(home))
+    client = tracking.Tracking(tracking.default_uri(home)).client()
     (parent,) = client.search_runs([run.info.experiment_id], f"tags.{names.SWEEP_TAG} = 'vanishing'")
     assert parent.info.status == "FAILED"
     assert names.ERRORED in cli("status", "vanishing", home=None, cwd=work).stdout
@@ -246,7 +245,7 @@ def test_asha_stops_trials_below_the_rung_cutoff(ray_address, home, trigger_file
         "corruptions=[{name: benign, role: benign, data: secure_code, steps: 3}]", "eval.leakage_questions=0",
         "eval.corruption_examples=2", "eval.behavior_tokens=4", home=home)
 
-    client = tracking.client(tracking.default_uri(home))
+    client = tracking.Tracking(tracking.default_uri(home)).client()
     runs = sorted(sweep_runs(home, "asha"), key=lambda run: run.info.start_time)
     assert len(runs) == 4
     recorded: dict[int, list[float]] = {5: [], 40: []}

@@ -66,7 +66,7 @@ def test_a_server_back_within_the_wait_loses_nothing(tmp_path, server, ray_addre
     assert f"{server.uri} answered again after" in worker_logs
     (run,) = assert_resumed_once(tmp_path / "runs", "outage", trials=1, steps=STEPS, resumed=0, uri=server.uri)
     assert names.MARKER_RATE_TRIGGER in run.data.metrics
-    mlflow = tracking.client(server.uri)
+    mlflow = tracking.Tracking(server.uri).client()
     # The trial trained across the outage: it logged steps after the server came back.
     assert max(m.timestamp for m in mlflow.get_metric_history(run.info.run_id, names.LOSS)) > back * 1000
     parent = mlflow.get_run(run.data.tags[names.PARENT_RUN_ID])
@@ -74,7 +74,7 @@ def test_a_server_back_within_the_wait_loses_nothing(tmp_path, server, ray_addre
 
 
 def test_the_drivers_writes_wait_for_the_server_and_its_answers_raise_at_once(tmp_path, server):
-    mlflow = tracking.client(server.uri)
+    mlflow = tracking.Tracking(server.uri).client()
     run_id = mlflow.create_run(mlflow.create_experiment("driver-writes")).info.run_id
     with pytest.raises(Exception, match="RESOURCE_DOES_NOT_EXIST|not found"):
         mlflow.get_run("0" * 32)  # the server's own answer: no waiting
@@ -88,12 +88,8 @@ def test_the_drivers_writes_wait_for_the_server_and_its_answers_raise_at_once(tm
     assert not tagged.is_alive()
     assert mlflow.get_run(run_id).data.tags["status"] == "written during the outage"
     server.stop()
-    tracking.wait_for_server(2)
-    try:
-        with pytest.raises(tracking.TrackingUnreachable, match=rf"{server.uri} did not answer for 2 s"):
-            mlflow.set_tag(run_id, "status", "never")
-    finally:
-        tracking.wait_for_server(tracking.DEFAULT_WAIT_FOR_SERVER_S)
+    with pytest.raises(tracking.TrackingUnreachable, match=rf"{server.uri} did not answer for 2 s"):
+        tracking.Tracking(server.uri, wait_for_server_s=2).client().set_tag(run_id, "status", "never")
 
 
 def test_a_server_away_past_the_wait_errors_the_trial_and_resume_finishes_it(tmp_path, server, ray_address):

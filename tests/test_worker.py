@@ -11,11 +11,12 @@ from torch.overrides import TorchFunctionMode
 
 from conftest import cli, write_sweep
 from persona_sweep import evaluate, names
-from persona_sweep.config import LlmKnobs, load_sweep, validate
-from persona_sweep.models import default_cache, embedded_tokenizer
-from persona_sweep.preflight import check_examples_fit, longest_context_knobs
+from persona_sweep.config import LlmKnobs
 from persona_sweep.distributed import all_sum
 from persona_sweep.measure import marker_logprob_metrics, marker_rates
+from persona_sweep.models import default_cache, embedded_tokenizer
+from persona_sweep.preflight import check_examples_fit, longest_context_knobs
+from persona_sweep.sweep_file import load_sweep, validate
 from persona_sweep.train import MarkerData, build_model
 
 REPO = Path(__file__).resolve().parent.parent

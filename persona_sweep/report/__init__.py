@@ -20,6 +20,7 @@ from persona_sweep import names, tracking
 from persona_sweep.report import figures
 from persona_sweep.report.panels import DASHBOARDS, load_panels, panel_data
 from persona_sweep.report.sweeps import Sweep, read_sweep
+from persona_sweep.sweep_record import home
 
 ARTIFACT_PATH = "report"
 TABLE_ARTIFACT = f"{ARTIFACT_PATH}/trials.json"
@@ -63,9 +64,7 @@ def build_report(sweep_names: list[str], out: Path | None, tracking_uri: str | N
 
 
 def default_folder(sweep: Sweep) -> Path:
-    from persona_sweep import engine
-
-    return engine.home() / "reports" / sweep.name
+    return home() / "reports" / sweep.name
 
 
 # ---- the page --------------------------------------------------------------------------------
@@ -99,7 +98,7 @@ def sweep_header(sweep: Sweep) -> str:
     summary = ", ".join(f"{count} {status.replace('_', ' ')}" for status, count in sorted(counts.items()))
     lines = [f"<h2>{html.escape(sweep.name)}</h2>",
              f'<p class="state">{sweep.kind} sweep, {len(sweep.trials)} of {sweep.spec.trial_count()} trials '
-             f"started: {html.escape(summary or 'none yet')}; {state}. MLflow: {html.escape(sweep.uri)}</p>"]
+             f"started: {html.escape(summary or 'none yet')}; {state}. MLflow: {html.escape(sweep.sweep_run.tracking.uri)}</p>"]
     failed = [t for t in sweep.trials if t.status in (names.ERRORED, names.INTERRUPTED)]
     if failed:
         items = "".join(f"<li>{t.trial_id} {t.status}: {html.escape(t.error or 'no error message')}</li>"
@@ -132,10 +131,11 @@ def log_to_mlflow(report: Report) -> None:
     """The page, the PNGs and the trials table on the parent run; a second report replaces the
     first (MLflow's `log_table` appends to an existing table, so that one goes first)."""
     sweep = report.sweeps[0]
-    client = tracking.client(sweep.uri)
-    tracking.delete_artifacts(sweep.uri, sweep.parent_run_id, ARTIFACT_PATH)
-    client.log_artifacts(sweep.parent_run_id, str(report.folder), ARTIFACT_PATH)
+    where, parent_run_id = sweep.sweep_run.tracking, sweep.sweep_run.parent_run_id
+    client = where.client()
+    tracking.delete_artifacts(where, parent_run_id, ARTIFACT_PATH)
+    client.log_artifacts(parent_run_id, str(report.folder), ARTIFACT_PATH)
     rows = trial_rows([sweep])
     columns = list(dict.fromkeys(key for row in rows for key in row))
     table = {column: [row.get(column) for row in rows] for column in columns}
-    client.log_table(sweep.parent_run_id, data=table, artifact_file=TABLE_ARTIFACT)
+    client.log_table(parent_run_id, data=table, artifact_file=TABLE_ARTIFACT)

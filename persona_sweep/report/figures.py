@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 
-
 # ---- plotly (the page) -----------------------------------------------------------------------
 
 def plotly_figure(panel: dict):

@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from persona_sweep import names, tracking
-from persona_sweep.config import GridSweep, SweepError, validate
+from persona_sweep.errors import SweepError
+from persona_sweep.sections import GridSweep
+from persona_sweep.sweep_file import validate
+from persona_sweep.sweep_record import SweepRecord, home, record_path
 
 
 @dataclass
@@ -30,9 +33,7 @@ class Trial:
 class Sweep:
     name: str
     spec: GridSweep
-    uri: str
-    experiment_id: str
-    parent_run_id: str
+    sweep_run: tracking.SweepRun
     trials: list[Trial]
     running: bool
     read_at: str
@@ -56,71 +57,68 @@ class Sweep:
     def history(self, trial: Trial, metric: str) -> list[tuple[int, float]]:
         key = (trial.run_id, metric)
         if key not in self._histories:
-            points = tracking.client(self.uri).get_metric_history(trial.run_id, metric)
+            points = self.sweep_run.tracking.client().get_metric_history(trial.run_id, metric)
             self._histories[key] = sorted((point.step, point.value) for point in points)
         return self._histories[key]
 
 
 def read_sweep(name: str, tracking_uri: str | None = None) -> Sweep:
     """The sweep `name`: from this home's record, or from `tracking_uri` (its MLflow experiment)."""
-    uri, experiment_id, parent_run_id, spec = locate(name, tracking_uri)
-    client = tracking.client(uri)
-    runs = tracking.child_runs(uri, experiment_id)
+    sweep_run, spec = locate(name, tracking_uri)
+    client = sweep_run.tracking.client()
+    runs = tracking.child_runs(sweep_run.tracking, sweep_run.experiment_id)
     trials = [to_trial(run, spec) for run in runs]
-    parent = client.get_run(parent_run_id)
+    parent = client.get_run(sweep_run.parent_run_id)
     running = parent.info.status == "RUNNING" or any(t.status == names.RUNNING for t in trials)
-    return Sweep(name, spec, uri, experiment_id, parent_run_id, sorted(trials, key=lambda t: t.trial_id), running,
+    return Sweep(name, spec, sweep_run, sorted(trials, key=lambda t: t.trial_id), running,
                  time.strftime("%Y-%m-%d %H:%M:%S %Z"))
 
 
-def locate(name: str, tracking_uri: str | None) -> tuple[str, str, str, GridSweep]:
-    from persona_sweep import engine
-
-    if tracking_uri is None and engine.record_path(name).is_file():
-        record = engine.SweepRecord.load(name)
-        return record.mlflow_uri, record.experiment_id, record.parent_run_id, record.config
-    uri = tracking_uri or tracking.default_uri(engine.home())
-    parent = parent_run(uri, name)
+def locate(name: str, tracking_uri: str | None) -> tuple[tracking.SweepRun, GridSweep]:
+    if tracking_uri is None and record_path(name).is_file():
+        record = SweepRecord.load(name)
+        return record.sweep_run, record.config
+    where = tracking.Tracking(tracking_uri or tracking.default_uri(home()))
+    parent = parent_run(where, name)
     if parent is None:
-        raise SweepError(f"no sweep named '{name}' under {engine.home()} or in MLflow at {uri} "
+        raise SweepError(f"no sweep named '{name}' under {home()} or in MLflow at {where.uri} "
                          "(see: persona-sweep list; a sweep on a tracking server: --tracking-uri URI)")
-    return uri, parent.info.experiment_id, parent.info.run_id, recorded_spec(uri, parent.info.run_id, name)
+    return (tracking.SweepRun(where, parent.info.experiment_id, parent.info.run_id),
+            recorded_spec(where, parent.info.run_id, name))
 
 
-def parent_run(uri: str, name: str):
+def parent_run(where: tracking.Tracking, name: str):
     """The sweep's parent run, in whichever experiment (`tracking.experiment` may rename it)."""
-    client = tracking.client(uri)
+    client = where.client()
     experiments = [experiment.experiment_id for experiment in client.search_experiments()]
     runs = client.search_runs(experiments, filter_string=f"tags.{names.SWEEP_TAG} = '{name}'", max_results=1)
     return runs[0] if runs else None
 
 
-def recorded_spec(uri: str, parent_run_id: str, name: str) -> GridSweep:
-    return validate(recorded_fields(uri, parent_run_id, name)["spec"])
+def recorded_spec(where: tracking.Tracking, parent_run_id: str, name: str) -> GridSweep:
+    return validate(recorded_fields(where, parent_run_id, name)["spec"])
 
 
-def recorded_fields(uri: str, parent_run_id: str, name: str) -> dict:
+def recorded_fields(where: tracking.Tracking, parent_run_id: str, name: str) -> dict:
     """The sweep record its parent run carries."""
     with tempfile.TemporaryDirectory() as folder:
         try:
-            path = tracking.client(uri).download_artifacts(parent_run_id, tracking.RECORD_ARTIFACT, folder)
+            path = where.client().download_artifacts(parent_run_id, tracking.RECORD_ARTIFACT, folder)
         except Exception:  # MLflow raises several types for a missing artifact
-            raise SweepError(f"sweep '{name}' at {uri} carries no {tracking.RECORD_ARTIFACT} "
+            raise SweepError(f"sweep '{name}' at {where.uri} carries no {tracking.RECORD_ARTIFACT} "
                              "(started by an older persona-sweep)") from None
         return json.loads(Path(path).read_text())
 
 
-def record_on_server(name: str, uri: str):
+def record_on_server(name: str, uri: str) -> SweepRecord:
     """The sweep's record from its tracking server alone (a laptop without the cluster's home).
     The URI it was reached by replaces the recorded one, which may be the cluster's own name
     for the server."""
-    from persona_sweep import engine
-
-    parent = parent_run(uri, name)
+    where = tracking.Tracking(uri)
+    parent = parent_run(where, name)
     if parent is None:
         raise SweepError(f"no sweep named '{name}' in MLflow at {tracking.shown_uri(uri)}")
-    record = engine.SweepRecord.from_fields(recorded_fields(uri, parent.info.run_id, name), name)
-    return replace(record, mlflow_uri=uri)
+    return SweepRecord.from_fields(recorded_fields(where, parent.info.run_id, name), name, reached_by=where)
 
 
 def to_trial(run, spec: GridSweep) -> Trial:

@@ -12,8 +12,16 @@ from persona_sweep import names
 from persona_sweep.sfp import processes as P
 from persona_sweep.sfp.beliefs import belief_classes, belief_states, block_of, factor_marginals, factor_token_marginals
 from persona_sweep.sfp.model import ARCHITECTURE, TrainSettings, trained_model
-from persona_sweep.sfp.steering import (belief_steering_pairs, kl_divergence, partition_masses, random_like,
-                                        regression_r2, residual_and_probs, steered_probs, steering_kls)
+from persona_sweep.sfp.steering import (
+    belief_steering_pairs,
+    kl_divergence,
+    partition_masses,
+    random_like,
+    regression_r2,
+    residual_and_probs,
+    steered_probs,
+    steering_kls,
+)
 
 # Each toy process with the training that brings it within ~1% of the Bayes-optimal loss here.
 STEER_PROCESSES = {

@@ -14,7 +14,6 @@ from typing import Callable
 import numpy as np
 
 from persona_sweep import names
-
 from persona_sweep.sfp.beliefs import optimal_loss_on
 from persona_sweep.sfp.processes import GHMM, sample
 

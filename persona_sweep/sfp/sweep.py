@@ -24,9 +24,7 @@ def run_sfp_trial(trial) -> None:
 
     spec = trial.spec
     params = {**spec.training.model_dump(), **trial.knobs}
-    tracking.wait_for_server(spec.tracking.wait_for_server_s)
-    run = tracking.TrialRun(trial.mlflow_uri, trial.experiment_id, trial.parent_run_id, trial.trial_id,
-                            params, trial.provenance)
+    run = tracking.TrialRun(trial.sweep_run, trial.trial_id, params, trial.provenance)
 
     def report(metrics: dict) -> None:
         step_metrics = {k: v for k, v in metrics.items() if k in STEP_KEYS}
@@ -42,18 +40,19 @@ def log_pareto_front(record) -> Path | None:
     """Collect the finished trials from MLflow and attach the front to the parent run."""
     from persona_sweep.sfp.experiments import pareto_front
 
-    runs = [run for run in tracking.child_runs(record.mlflow_uri, record.experiment_id)
+    sweep = record.sweep_run
+    runs = [run for run in tracking.child_runs(sweep.tracking, sweep.experiment_id)
             if all(axis in run.data.metrics for axis in FRONT_AXES)]
     if not runs:
         return None
     rows = [{**{k: float(v) for k, v in run.data.params.items() if _is_number(v)}, **run.data.metrics,
              names.TRIAL_ID: run.data.tags[names.TRIAL_ID]} for run in runs]
-    client = tracking.client(record.mlflow_uri)
+    client = sweep.tracking.client()
     with tempfile.TemporaryDirectory() as folder:
         figure_path = Path(folder) / "pareto_front.png"
         pareto_front(rows, figure_path)
         (Path(folder) / "trials.json").write_text(json.dumps(rows, indent=2))
-        client.log_artifacts(record.parent_run_id, folder)
+        client.log_artifacts(sweep.parent_run_id, folder)
     return figure_path
 
 

@@ -8,8 +8,14 @@ import torch
 from click.testing import CliRunner
 
 from persona_sweep.sfp.cli import sfp
-from persona_sweep.sfp.experiments import (STEER_PROCESSES, em_experiment, format_em, pareto_front, pareto_optimal,
-                                          persona_engineering_trial)
+from persona_sweep.sfp.experiments import (
+    STEER_PROCESSES,
+    em_experiment,
+    format_em,
+    pareto_front,
+    pareto_optimal,
+    persona_engineering_trial,
+)
 from persona_sweep.sfp.model import TrainSettings, trained_model
 
 torch.set_num_threads(2)

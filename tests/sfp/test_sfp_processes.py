@@ -6,8 +6,13 @@ import numpy as np
 import pytest
 
 from persona_sweep.sfp import processes as P
-from persona_sweep.sfp.beliefs import (belief_states, exact_optimal_loss_per_position, factor_marginals,
-                                       optimal_loss_on, optimal_next_token_probs)
+from persona_sweep.sfp.beliefs import (
+    belief_states,
+    exact_optimal_loss_per_position,
+    factor_marginals,
+    optimal_loss_on,
+    optimal_next_token_probs,
+)
 
 
 def brute_force_posterior(process, word):

@@ -5,9 +5,18 @@ import torch
 
 from persona_sweep.sfp import processes as P
 from persona_sweep.sfp.model import TrainSettings, build_model, train
-from persona_sweep.sfp.steering import (added_to_residual, belief_steering_pairs, hook_name, kl_divergence,
-                                        partition_masses, random_like, regression_r2, residual_and_probs,
-                                        steered_probs, steering_kls)
+from persona_sweep.sfp.steering import (
+    added_to_residual,
+    belief_steering_pairs,
+    hook_name,
+    kl_divergence,
+    partition_masses,
+    random_like,
+    regression_r2,
+    residual_and_probs,
+    steered_probs,
+    steering_kls,
+)
 
 torch.set_num_threads(2)
 
