@@ -166,8 +166,9 @@ class Knobs(Section):
 
 @functools.cache
 def knobs_for(grid: type[GridConfig], name: str = "LlmKnobs") -> type[Knobs]:
-    """The knobs of `grid` (made once per grid class): a field per axis, of the axis's value type without its bounds (the grid checks values),
-    defaulting to the axis's first default value; None for an optional axis."""
+    """The knobs of `grid` (made once per grid class): a field per axis, of the axis's value type
+    without its bounds (the grid checks values), defaulting to the axis's first default value;
+    None for an optional axis."""
     fields = {}
     for axis_name, field in grid.model_fields.items():
         value_type = plain_type(get_args(field.annotation)[0])

@@ -35,6 +35,7 @@ from persona_sweep.marker_store import MarkerStore, marker_key
 from persona_sweep.measure import Evaluation
 from persona_sweep.models import load_base_model, load_tokenizer, prepare_model
 from persona_sweep.secrets import read_trigger, trigger_sha256
+from persona_sweep.sections import GridSweep
 from persona_sweep.tracking import SweepRun, TrialRun
 from persona_sweep.train import MarkerData, TrainingStage, build_model, load_marked_model, train, trainable
 
@@ -83,7 +84,7 @@ class TrialConfig:
 
     trial_id: str
     knobs: dict[str, Any]  # this trial's point in the grid
-    spec: Any  # the sweep's validated config (SweepConfig / SfpSweepConfig)
+    spec: GridSweep  # the sweep's validated config (SweepConfig / SfpSweepConfig)
     paths: SweepPaths
     sweep_run: SweepRun  # where the sweep is tracked (URI, retry deadline), its experiment and parent run
     provenance: dict[str, str]
