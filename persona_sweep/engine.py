@@ -238,7 +238,34 @@ def run_trial(knobs: dict, record: SweepRecord, fault: str | None = None) -> Non
     trial = TrialConfig(trial_id=tune.get_context().get_trial_id(), knobs=knobs, spec=record.config,
                         paths=record.paths, sweep_run=record.sweep_run, provenance=record.provenance,
                         started=time.time())
-    kinds.of(trial.spec).run_trial(trial)
+    run_once_more_if_transient(kinds.of(trial.spec).run_trial, trial)
+
+
+def run_once_more_if_transient(run, trial: TrialConfig) -> None:
+    """A trial whose MLflow run could not be opened (the tracking server, or the way to it, failed
+    before anything was trained) runs once more, with one line saying so; any other error is the
+    trial's own and ends it. An llm trial's worker group may already have been restarted once by
+    Ray Train (`training.max_failures`) before this."""
+    try:
+        run(trial)
+    except Exception as error:  # noqa: BLE001 - sorted by `failed_to_open_its_run`
+        if not failed_to_open_its_run(error):
+            raise
+        print(f"trial {trial.trial_id}: a transient tracking failure before training ({first_line(error)}); "
+              "running it once more", file=sys.stderr, flush=True)
+        run(trial)
+
+
+def failed_to_open_its_run(error: BaseException, depth: int = 0) -> bool:
+    """RunNotOpened anywhere in the chain, Ray Train's wrappers included: a WorkerGroupError keeps
+    each rank's error in `worker_failures`, wrapped with its traceback in `_base_exc`."""
+    if error is None or depth > 8:
+        return False
+    if isinstance(error, tracking.RunNotOpened):
+        return True
+    inner = [error.__cause__, error.__context__, getattr(error, "_base_exc", None),
+             *getattr(error, "worker_failures", {}).values()]
+    return any(failed_to_open_its_run(each, depth + 1) for each in inner if isinstance(each, BaseException))
 
 
 def trainable(record: SweepRecord):

@@ -34,8 +34,18 @@ PACKAGES = ("torch", "ray", "transformers", "peft", "deepspeed", "mlflow", "optu
 RECORD_ARTIFACT = "sweep/record.json"  # the sweep record, on the parent run
 
 
-# MLflow's own HTTP retries would add minutes per call on top of our deadline: the wait is ours.
-RETRY_ENV = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
+# MLflow's environment in every process of ours, set once when this module is imported: before
+# MLflow itself and before any thread starts, never in a call path (a user's own value wins).
+# - No HTTP retries of MLflow's own: they would add minutes per call on top of our deadline.
+# - No telemetry: it tries to reach mlflow.org from every trial process, which an offline cluster
+#   never allows, and while it gives up it sets and unsets _MLFLOW_TELEMETRY_SESSION_ID in
+#   os.environ from its own thread; `requests`, reading the environment for proxies in another
+#   thread, then fails a request with a KeyError on that name (MLflow 3.17; one trial in ~70
+#   errored that way at 100 trials).
+MLFLOW_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_DISABLE_TELEMETRY": "true"}
+for _name, _value in MLFLOW_ENV.items():
+    os.environ.setdefault(_name, _value)
+
 TRANSIENT_ERROR_CODES = ("TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED")
 
 
@@ -63,7 +73,6 @@ class Tracking:
 
         if not self.is_server:
             return MlflowClient(tracking_uri=self.uri)
-        os.environ.setdefault(RETRY_ENV, "0")
         return PatientClient(MlflowClient(tracking_uri=self.uri), self)
 
     def call_patiently(self, call, *args, **kwargs):
@@ -114,8 +123,9 @@ def shown_uri(uri: str) -> str:
 
 class PatientClient:
     """An MlflowClient for a tracking server whose calls wait out an outage: a request that never
-    reached a working server is retried with backoff (1, 2, 4 .. 30 s) until the deadline; the
-    server's own answers (no such run, a bad value) raise at once."""
+    reached a working server, or that failed in this process before any answer came back, is
+    retried with backoff (1, 2, 4 .. 30 s) until the deadline; the server's own answers (no such
+    run, a bad value) raise at once."""
 
     def __init__(self, mlflow, tracking: Tracking):
         self._mlflow, self._tracking = mlflow, tracking
@@ -132,14 +142,35 @@ class PatientClient:
         return patient
 
 
+class RunNotOpened(RuntimeError):
+    """A trial's MLflow run could not be opened for a transient reason: nothing was trained yet,
+    so the engine runs the trial once more (`engine.run_trial`)."""
+
+
 def unreachable(error: Exception) -> bool:
     """A request that never reached a working server (refused, reset, timed out, a busy or
-    restarting server), as opposed to the server's own answer."""
+    restarting server) or never produced an answer, as opposed to the server's own answer."""
     import requests
 
     cause = error.__cause__ or error.__context__
     return (isinstance(error, requests.RequestException) or isinstance(cause, requests.RequestException)
-            or getattr(error, "error_code", None) in TRANSIENT_ERROR_CODES)
+            or getattr(error, "error_code", None) in TRANSIENT_ERROR_CODES or failed_before_an_answer(error))
+
+
+def failed_before_an_answer(error: Exception) -> bool:
+    """MLflow's wrapper for any exception raised inside the HTTP call itself, before a response
+    existed (`mlflow.utils.rest_utils.http_request`: "API request to URL failed with exception
+    E"): whatever it was, the server said nothing, so trying again is safe."""
+    from mlflow.exceptions import MlflowException
+
+    return (isinstance(error, MlflowException) and error.__context__ is not None
+            and str(error.message).startswith("API request to ") and " failed with " in str(error.message))
+
+
+def transient(error: BaseException) -> bool:
+    """A failure of the tracking server or of the way to it, not of the trial."""
+    return isinstance(error, (TrackingUnreachable, RunNotOpened)) or (
+        isinstance(error, Exception) and unreachable(error))
 
 
 def server_answers(uri: str, timeout_s: float = 5.0) -> bool:
@@ -324,7 +355,12 @@ class TrialRun:
     def __init__(self, sweep: SweepRun, trial_id: str, params: dict, tags: dict):
         self.mlflow = sweep.tracking.client()
         tags = {**tags, **node_tags()}
-        run, created = open_child_run(sweep, trial_id, params, tags)
+        try:
+            run, created = open_child_run(sweep, trial_id, params, tags)
+        except Exception as error:
+            if transient(error):
+                raise RunNotOpened(f"trial {trial_id}: its MLflow run did not open: {error}") from error
+            raise
         self.run_id = run.info.run_id
         self.last_logged: dict[str, int] = {}
         if not created:
