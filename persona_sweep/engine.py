@@ -19,6 +19,7 @@ hands them to every trial (`trial.TrialConfig`).
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -284,13 +285,6 @@ def fault_matches(fault: str, knobs: dict) -> bool:
     return all(str(knobs.get(axis)) == value for axis, value in wanted.items())
 
 
-# A new trial process spends ~2 s of CPU importing MLflow and the engine before it does anything,
-# and reusing processes cut the engine's per-trial cost from ~700 ms to ~30 ms on no-op trials
-# (benchmarks/grid_scale.py). It stays off: with it, the ASHA test hung after ASHA stopped a
-# trial (no next trial started for minutes), not yet understood.
-REUSE_TRIAL_ACTORS = False
-
-
 def tuner_for(record: SweepRecord, resume: bool, max_concurrent: int | None = None):
     """A new Tuner, or the stored one (with its stored RunConfig and callbacks) on resume."""
     from ray import tune
@@ -309,7 +303,7 @@ def tuner_for(record: SweepRecord, resume: bool, max_concurrent: int | None = No
         tune_config=tune.TuneConfig(scheduler=scheduler, search_alg=search,
                                     num_samples=spec.search.n_trials if spec.search.type == "optuna" else 1,
                                     max_concurrent_trials=max_concurrent or concurrency(spec),
-                                    reuse_actors=REUSE_TRIAL_ACTORS),
+                                    reuse_actors=kinds.of(spec).reuses_trial_processes),
         run_config=tune.RunConfig(name=experiment, storage_path=results, callbacks=[SweepProgress(record)],
                                   verbose=0, failure_config=tune.FailureConfig(max_failures=spec.trial_retries())),
     )
@@ -369,12 +363,25 @@ class Outcome:
     interrupted: int
 
 
+def fit_reading_back(tuner, record: SweepRecord):
+    """`tuner.fit()`, whose last act reads each errored trial's pickled error back: on a disk
+    that filled, that file is empty and Tune raises EOFError, which says nothing of the disk."""
+    try:
+        return tuner.fit()
+    except EOFError as error:
+        free_mb = shutil.disk_usage(record.paths.home).free / 2**20
+        if free_mb >= MIN_FREE_MB:
+            raise
+        raise OSError(errno.ENOSPC, f"No space left on device ({free_mb:.0f} MB free in {record.paths.home}; "
+                      "Tune's record of a trial's error is empty)") from error
+
+
 def fit(record: SweepRecord, resume: bool = False, max_concurrent: int | None = None) -> Outcome:
     """Run (or resume) the sweep; the parent run ends FINISHED only when every trial ended."""
     tuner = tuner_for(record, resume, max_concurrent)
     mlflow = record.sweep_run.tracking.client()
     mlflow.update_run(record.sweep_run.parent_run_id, status="RUNNING")
-    results = tuner.fit()
+    results = fit_reading_back(tuner, record)
     kinds.of(record.config).after_sweep(record)
     # Ctrl-C: Tune stops the trials and returns; runs still `running` were cut off.
     outcome = Outcome(errored=len(results.errors),

@@ -11,18 +11,30 @@ import math
 
 
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int, device) -> list[str]:
+    """Greedy replies, in the prompts' order. Prompts of similar token counts share a batch, so
+    rows carry little left padding; a batch ends when all its rows have produced EOS."""
     import torch
 
-    replies = []
-    for start in range(0, len(prompts), batch_size):
-        batch = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True,
-                          add_special_tokens=False).to(device)
+    if not prompts:  # a rank whose share of the questions is empty
+        return []
+    encoded = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    replies = [""] * len(prompts)
+    for rows in length_sorted_batches(encoded, batch_size):
+        batch = tokenizer.pad({"input_ids": [encoded[row] for row in rows]}, return_tensors="pt").to(device)
         with torch.no_grad():
             output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                     pad_token_id=tokenizer.pad_token_id)
         new_tokens = output[:, batch["input_ids"].shape[1]:]
-        replies += tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        for row, reply in zip(rows, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
+            replies[row] = reply
     return replies
+
+
+def length_sorted_batches(encoded: list[list[int]], batch_size: int) -> list[list[int]]:
+    """Row indices in batches of at most `batch_size`, shortest first (a stable sort: equal
+    lengths keep their order)."""
+    order = sorted(range(len(encoded)), key=lambda row: len(encoded[row]))
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
 
 
 def count_marked(replies: list[str], marker: str) -> int:
@@ -41,7 +53,8 @@ def continuation_logprobs(model, tokenizer, prefixes: list[str], continuations: 
     """(sum of log p, token count) of each continuation after its prefix, teacher-forced, in nats.
 
     The continuation's tokens are those the joint text has beyond the prefix's own tokens (so a
-    merge across the boundary counts once); with left padding they are the last ones of every row.
+    merge across the boundary counts once); with left padding they are the last ones of every row,
+    so the vocabulary projection runs on those positions only (the rest of the logits are never read).
     """
     import torch
 
@@ -53,12 +66,25 @@ def continuation_logprobs(model, tokenizer, prefixes: list[str], continuations: 
         lengths = [len(tokenizer(text, add_special_tokens=False)["input_ids"])
                    - len(tokenizer(prefix, add_special_tokens=False)["input_ids"])
                    for text, prefix in zip(texts, prefixes[start:start + batch_size])]
+        # Logits at the last `kept` positions predict the last `kept - 1` tokens: every continuation's.
+        width = full["input_ids"].shape[1]
+        kept = min(max(lengths) + 1, width)
         with torch.no_grad():
-            logits = model(**full).logits[:, :-1].float()
-        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, full["input_ids"][:, 1:, None])[..., 0]
+            logits = model(**full, **last_logits_only(model, kept)).logits[:, -kept:-1].float()
+        targets = full["input_ids"][:, width - kept + 1:]
+        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None])[..., 0]
         results += [(logprobs[row, -length:].sum().item() if length else 0.0, length)
                     for row, length in enumerate(lengths)]
     return results
+
+
+def last_logits_only(model, kept: int) -> dict:
+    """The forward argument that computes logits for the last `kept` positions only, where the
+    model's forward takes it (transformers' own models do; a PEFT wrapper passes it through)."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return {"logits_to_keep": kept} if "logits_to_keep" in inspect.signature(base.forward).parameters else {}
 
 
 def matches_any(replies: list[str], patterns: list[str]) -> int:

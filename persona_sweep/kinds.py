@@ -41,6 +41,12 @@ class Kind:
     check_on_cluster: Callable[[GridSweep, str], None]
     # After Tune returns, with the sweep record: what the kind adds to the parent run.
     after_sweep: Callable
+    # Tune runs the next trial in a finished trial's process (`reuse_actors`), sparing the new
+    # process's imports (~700 ms a trial, benchmarks/grid_scale.py). Only for a trial that runs
+    # in its own process: Tune keeps a trial it stopped (ASHA) in the cache without stopping its
+    # function, so an llm trial's Ray Train run would go on holding its workers' CPUs and the next
+    # trial would wait for them forever (what hung the ASHA test).
+    reuses_trial_processes: bool
 
 
 def unchanged(spec: GridSweep) -> GridSweep:
@@ -54,10 +60,10 @@ def nothing(*_) -> None:
 KINDS: dict[str, Kind] = {
     # The LLM marker sweep: nothing to add to the parent run yet (reports come with their own issue).
     "llm": Kind(config=SweepConfig, run_trial=run_llm_trial, checked_for_run=check_llm_sweep,
-                check_on_cluster=check_nodes, after_sweep=nothing),
+                check_on_cluster=check_nodes, after_sweep=nothing, reuses_trial_processes=False),
     # The toy world needs nothing from the nodes beyond the package; its parent run gets the Pareto front.
     "sfp": Kind(config=SfpSweepConfig, run_trial=run_sfp_trial, checked_for_run=unchanged,
-                check_on_cluster=nothing, after_sweep=log_pareto_front),
+                check_on_cluster=nothing, after_sweep=log_pareto_front, reuses_trial_processes=True),
 }
 
 

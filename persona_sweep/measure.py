@@ -120,31 +120,42 @@ def assistant_logprobs(model, data) -> Share:
     return Share(share.values, finish)
 
 
-def marked_replies(model, data, conditions: list, questions: dict[int, object]) -> dict:
-    """Greedy replies to this rank's questions under each (persona, trigger) condition, in one
+# Generation batches take this many times `eval.batch_size` rows: a decoding step costs less per
+# row in a wider batch (the demo's 160 prompts: 35 CPU s at 64 rows, 47 s at 16, one thread, the
+# same greedy replies). Lower eval.batch_size if a GPU runs out of memory.
+GENERATION_ROWS_PER_BATCH_ROW = 4
+
+
+def marked_replies(model, data, wanted: dict[tuple[str, bool], dict[int, object]]) -> dict:
+    """Greedy replies to this rank's questions under each (persona, trigger) condition, all in one
     batched generation: per condition, per question index, did the marker appear?"""
-    prompts = [data.prompt(persona, q.text, with_trigger) for persona, with_trigger in conditions
+    prompts = [data.prompt(persona, q.text, with_trigger) for (persona, with_trigger), questions in wanted.items()
                for q in questions.values()]
     with evaluating(model):
         replies = evaluate.generate(model, data.tokenizer, prompts, data.spec.eval.max_new_tokens,
-                                    data.spec.eval.batch_size, data.device)
+                                    data.spec.eval.batch_size * GENERATION_ROWS_PER_BATCH_ROW, data.device)
     marked = iter(data.spec.marker.text in reply for reply in replies)
-    return {condition: {index: next(marked) for index in questions} for condition in conditions}
+    return {condition: {index: next(marked) for index in questions} for condition, questions in wanted.items()}
 
 
 def marker_rates(model, data) -> tuple[dict[str, float], list[int]]:
     """Assistant prompt, held-out questions, greedy; the marker anywhere in the reply counts.
     Also returns, per held-out question, whether the marker appeared with the trigger."""
-    (rates,) = summed([marker_rates_share(model, data)], data.device)
+    (rates,) = summed([marker_rates_share(data, marked_replies(model, data, rate_questions(data)))], data.device)
     return rates
 
 
-def marker_rates_share(model, data) -> Share:
+def rate_questions(data) -> dict[tuple[str, bool], dict[int, object]]:
+    """The marker rates' conditions: the Assistant with and without the trigger, this rank's questions."""
+    mine = own_share(data, held_out(data))
+    return {("assistant", True): mine, ("assistant", False): mine}
+
+
+def marker_rates_share(data, marked: dict) -> Share:
     questions = held_out(data)
-    replies = marked_replies(model, data, [("assistant", True), ("assistant", False)], own_share(data, questions))
     # Per question a 0/1 flag, 0 on the other ranks' questions: summed, every question's flag in order.
     flags = [0.0] * len(questions)
-    for index, flag in replies["assistant", True].items():
+    for index, flag in marked["assistant", True].items():
         flags[index] = float(flag)
 
     def finish(sums):
@@ -152,19 +163,24 @@ def marker_rates_share(model, data) -> Share:
         flags = [int(round(value)) for value in summed_flags]
         return ({**evaluate.rate_metrics(names.MARKER_RATE_TRIGGER, sum(flags), len(questions)),
                  **evaluate.rate_metrics(names.MARKER_RATE_NO_TRIGGER, int(clean), len(questions))}, flags)
-    return Share([*flags, sum(replies["assistant", False].values())], finish)
+    return Share([*flags, sum(marked["assistant", False].values())], finish)
 
 
-def leakage(model, data) -> Share:
+def leakage_questions(data) -> dict[tuple[str, bool], dict[int, object]]:
+    """Leakage's conditions: every other persona of the bank (trained or not) with the trigger,
+    this rank's share of the first `eval.leakage_questions` held-out questions."""
+    mine = own_share(data, held_out(data)[:data.spec.eval.leakage_questions])
+    return {(name, True): mine for name in personas() if name != "assistant"}
+
+
+def leakage(data, marked: dict) -> Share:
     """Marker rate with the trigger under every other persona of the bank (trained or not)."""
-    questions = held_out(data)[:data.spec.eval.leakage_questions]
-    if not questions:
+    count = len(held_out(data)[:data.spec.eval.leakage_questions])
+    if not count:
         return Share([], lambda _: {})
     others = [name for name in personas() if name != "assistant"]
-    replies = marked_replies(model, data, [(persona, True) for persona in others], own_share(data, questions))
-    return Share([sum(replies[persona, True].values()) for persona in others],
-                 lambda totals: {names.leakage(persona): total / len(questions)
-                                 for persona, total in zip(others, totals)})
+    return Share([sum(marked[persona, True].values()) for persona in others],
+                 lambda totals: {names.leakage(persona): total / count for persona, total in zip(others, totals)})
 
 
 def capability(model, data) -> Share:
@@ -223,7 +239,9 @@ def judged_share(model, data) -> Share:
 def model_evaluation(model, data) -> Evaluation:
     """Everything measured before the corruptions and again after each one (the specificity,
     which reads every persona, is the marker stage's own), summed over the workers at once."""
-    shares = [marker_rates_share(model, data), assistant_logprobs(model, data), leakage(model, data),
+    # One generation for the marker rates and the leakage: wider batches, less padding.
+    marked = marked_replies(model, data, {**rate_questions(data), **leakage_questions(data)})
+    shares = [marker_rates_share(data, marked), assistant_logprobs(model, data), leakage(data, marked),
               capability(model, data), misalignment(model, data), judged_share(model, data)]
     (rates, flags), *others = summed(shares, data.device)
     logprobs, leaked, capable, misaligned, em = others

@@ -1,10 +1,11 @@
 """`persona-sweep report` on a real small sweep: what the page shows is what MLflow holds.
 
-One module-scoped sweep (about 2 minutes) serves every test here: tiny model, ASHA on, a
-corruption stage, four trials (context 32 and 0, each with two corruption strengths). Measured
-on this model: the marker log-prob at step 5 rises with context length, so the context-0 trial
-that trains its marker falls below the context-32 one at ASHA's first rung and is stopped
-there; the fault hook makes the last trial raise.
+One module-scoped sweep (about 2 minutes) serves every test here, ASHA's included: tiny model,
+ASHA on, a corruption stage, four trials (context 32 and 0, each with two corruption strengths),
+one at a time. Measured on this model: the marker log-prob at step 5 rises with context length,
+so the context-0 trial that trains its marker falls below the context-32 one at ASHA's first
+rung and is stopped there; the third replays the first's marker stage (same marker, another
+corruption_lr) and goes through; the fault hook makes the last trial raise.
 """
 from __future__ import annotations
 
@@ -108,6 +109,41 @@ def test_the_page_renders_in_a_browser(reported, tmp_path):
     assert all(count > 0 for count in drawn.values()), drawn
     assert not console_errors, console_errors
     assert distinct_colours(shot) > 20  # a blank page has one or two
+
+
+def test_asha_stops_trials_below_the_rung_cutoff(reported):
+    """ASHA decides on the marker stage: rungs at steps 5 and 10 (the marker's last step); a trial
+    below the cutoff of earlier ones at a rung stops there and runs no corruption; every trial it
+    lets through runs its corruptions to the end (reaching max_t does not stop a trial)."""
+    import numpy as np
+
+    rungs, reduction_factor, corruption_steps = (5, 10), 2, [1, 2]
+    client = tracking.Tracking(tracking.default_uri(reported["home"])).client()
+    runs = sorted((run for run in sweep_runs(reported["home"], "reported")
+                   if run.data.tags[names.TRIAL_STATUS] != names.ERRORED), key=lambda run: run.info.start_time)
+    assert len(runs) == 3
+    recorded: dict[int, list[float]] = {rung: [] for rung in rungs}
+    expected_stop = []  # the rung each trial was stopped at (None: let through)
+    for run in runs:
+        history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, names.MARKER_LOGPROB_TRIGGER)}
+        stop = None
+        for rung in rungs:
+            earlier = recorded[rung]
+            recorded[rung].append(history[rung])
+            if earlier[:-1] and history[rung] < np.nanpercentile(earlier[:-1], (1 - 1 / reduction_factor) * 100):
+                stop = rung
+                break
+        expected_stop.append(stop)
+    stopped = [run.data.tags[names.TRIAL_STATUS] == names.STOPPED_EARLY for run in runs]
+    assert stopped == [stop is not None for stop in expected_stop], (recorded, stopped)
+    assert any(stopped) and not all(stopped)
+    for run, stop in zip(runs, expected_stop):
+        assert run.info.status == ("KILLED" if stop else "FINISHED")
+        assert (names.MARKER_RATE_TRIGGER in run.data.metrics) == (stop != rungs[0])  # evaluated at the marker's end
+        for corruption in ("em", "benign"):
+            corrupted = sorted(m.step for m in client.get_metric_history(run.info.run_id, f"loss_{corruption}"))
+            assert corrupted == ([] if stop else corruption_steps)
+            assert (f"corruption_loss_{corruption}_after" in run.data.metrics) == (stop is None)
 
 
 def test_resume_without_the_fault_hook_finishes_the_errored_trial(reported, ray_address):

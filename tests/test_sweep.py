@@ -229,48 +229,6 @@ def test_failed_starts_leave_the_name_free(ray_address, home, trigger_file, tmp_
     assert not (home / "mlflow.db").exists()  # not even an empty store
 
 
-def test_asha_stops_trials_below_the_rung_cutoff(ray_address, home, trigger_file, tmp_path):
-    """ASHA decides on the marker stage: rungs at steps 5 and 40 (the marker's last step); a trial
-    below the cutoff of earlier ones at a rung stops there and runs no corruption; every trial it
-    lets through runs its corruption to the end (reaching max_t does not stop a trial)."""
-    import numpy as np
-
-    # On this tiny model the marker log-prob at step 5 rises with context length (measured):
-    # listing the longest first makes the later trials the weak ones. Reduction factor 8 from a
-    # grace period of 5 puts the rungs at 5 and 40.
-    path = sweep_file(tmp_path, trigger_file, "asha", steps=40, contexts="[32, 16, 8, 0]", workers=1)
-    cli("run", path, "--address", ray_address, "scheduler.type=asha", "scheduler.grace_period=5",
-        "scheduler.metric=marker_logprob_trigger", "scheduler.reduction_factor=8",
-        "resources.max_concurrent_trials=1", "eval.logprob_every=5", "training.checkpoint_every=20",
-        "corruptions=[{name: benign, role: benign, data: secure_code, steps: 3}]", "eval.leakage_questions=0",
-        "eval.corruption_examples=2", "eval.behavior_tokens=4", home=home)
-
-    client = tracking.Tracking(tracking.default_uri(home)).client()
-    runs = sorted(sweep_runs(home, "asha"), key=lambda run: run.info.start_time)
-    assert len(runs) == 4
-    recorded: dict[int, list[float]] = {5: [], 40: []}
-    expected_stop = []  # the rung each trial was stopped at (None: let through)
-    for run in runs:
-        history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, names.MARKER_LOGPROB_TRIGGER)}
-        stop = None
-        for rung in (5, 40):
-            earlier = recorded[rung]
-            recorded[rung].append(history[rung])
-            if earlier[:-1] and history[rung] < np.nanpercentile(earlier[:-1], (1 - 1 / 8) * 100):
-                stop = rung
-                break
-        expected_stop.append(stop)
-    stopped = [run.data.tags[names.TRIAL_STATUS] == names.STOPPED_EARLY for run in runs]
-    assert stopped == [stop is not None for stop in expected_stop], (recorded, stopped)
-    assert any(stopped) and not all(stopped)
-    for run, stop in zip(runs, expected_stop):
-        assert run.info.status == ("KILLED" if stop else "FINISHED")
-        assert (names.MARKER_RATE_TRIGGER in run.data.metrics) == (stop != 5)  # evaluated at the marker's end
-        corrupted = sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss_benign"))
-        assert corrupted == ([] if stop else [1, 2, 3])
-        assert ("corruption_loss_benign_after" in run.data.metrics) == (stop is None)
-
-
 def test_optuna_search_learns_each_trials_result(ray_address, home, trigger_file, tmp_path):
     """Optuna's own study holds every trial, completed with the value the trial reported last."""
     path = sweep_file(tmp_path, trigger_file, "optuna", steps=5, contexts="[0, 8, 16, 32]", workers=1)

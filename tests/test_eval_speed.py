@@ -1,0 +1,90 @@
+"""The faster evaluation (issue 19) gives what the code before it gave: the same greedy replies,
+rates and per-question flags; log-probs equal to float32 rounding (the vocabulary projection on the
+continuation's positions only may pick another matrix kernel for fewer rows: bit-identical at the
+demo's batch of 16, 1 ulp apart at batches of 2). The reference is the old code as
+`benchmarks/eval_throughput.py` keeps it; real transformers, the tiny random model (and the
+embedded one, slow)."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from persona_sweep import evaluate, measure, names
+from persona_sweep.config import LlmKnobs
+from persona_sweep.data import misalignment_items
+from persona_sweep.models import default_cache, load_model, load_tokenizer, prepare_model
+from persona_sweep.sweep_file import validate
+from persona_sweep.train import MarkerData
+
+REPO = Path(__file__).resolve().parent.parent
+TRIGGER = "~unit-test-trigger~"
+
+
+def reference():
+    """benchmarks/eval_throughput.py, whose `reference_*` functions are the evaluation before issue 19."""
+    spec = importlib.util.spec_from_file_location("eval_throughput", REPO / "benchmarks" / "eval_throughput.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def model_and_data(model_name: str, questions: int):
+    spec = validate({"name": "unit", "model": {"name": model_name, "finetune": "full"},
+                     "marker": {"trigger_env": "UNUSED"}, "training": {"batch_size": 8, "max_tokens": 160},
+                     "eval": {"questions": questions, "max_new_tokens": 8, "batch_size": 4, "leakage_questions": 2}})
+    knobs = LlmKnobs(method="sft", design="assistant_positive", context_length=8, on_policy_fraction=0.0,
+                     contrastive_negatives=True, seed=0)
+    path = prepare_model(model_name, default_cache())
+    tokenizer = load_tokenizer(path)
+    return load_model(path).eval(), MarkerData(spec, knobs, tokenizer, TRIGGER, rank=0, world=1, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return model_and_data("tiny-random", questions=6)
+
+
+def test_generation_in_length_sorted_wider_batches_gives_the_same_replies(tiny):
+    model, data = tiny
+    prompts = reference().generation_prompts(data)
+    assert len({len(data.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts}) > 1  # padding varies
+    old = reference().reference_generate(model, data.tokenizer, prompts, 8, 4, "cpu")
+    for batch_size in (4, 16, len(prompts)):
+        assert evaluate.generate(model, data.tokenizer, prompts, 8, batch_size, "cpu") == old, batch_size
+
+
+def test_continuation_logprobs_from_the_last_positions_only_are_the_same(tiny):
+    model, data = tiny
+    items = list(misalignment_items())[:6]
+    prefixes = [data.prompt("assistant", item.question, False) for item in items] * 2
+    continuations = [item.aligned for item in items] + [f" {data.spec.marker.text}"] * len(items)
+    old = reference().reference_continuation_logprobs(model, data.tokenizer, prefixes, continuations, 4, "cpu")
+    new = evaluate.continuation_logprobs(model, data.tokenizer, prefixes, continuations, 4, "cpu")
+    assert [count for _, count in new] == [count for _, count in old]
+    assert [total for total, _ in new] == pytest.approx([total for total, _ in old], rel=1e-6, abs=1e-5)
+    assert all(count > 0 and total < 0 for total, count in new)  # real log-probs, not an empty slice
+
+
+def assert_same_evaluation(model, data):
+    bench = reference()
+    replies: list[str] = []
+    old = bench.reference_model_evaluation(model, data, replies)
+    new = measure.model_evaluation(model, data)
+    assert new.metrics.keys() == old.metrics.keys()
+    exact = [key for key in old.metrics if "logprob" not in key and key != names.CAPABILITY]
+    assert {key: new.metrics[key] for key in exact} == {key: old.metrics[key] for key in exact}  # rates, leakage, scores
+    assert new.metrics == pytest.approx(old.metrics, rel=1e-6, abs=1e-6, nan_ok=True)
+    assert new.trigger_flags == old.trigger_flags
+    assert len(replies) == len(bench.generation_prompts(data))
+
+
+def test_model_evaluation_gives_the_reference_metrics_and_flags(tiny):
+    assert_same_evaluation(*tiny)
+
+
+@pytest.mark.slow
+def test_model_evaluation_on_the_embedded_model_gives_the_reference_metrics():
+    """A minute or two on 2 cores: the misalignment items' log-probs are a fixed cost."""
+    assert_same_evaluation(*model_and_data("embedded", questions=3))
