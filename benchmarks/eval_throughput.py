@@ -1,5 +1,5 @@
 """A trial's whole evaluation (`measure.model_evaluation`): today's code against the reference,
-the code before issue 19, copied below; the same embedded model, data and prompts, in one run.
+the code before its speed-up (2026-12-05), copied below; the same embedded model, data and prompts, in one run.
 
 The reference generated each condition's replies apart, 16 prompts to a batch in question
 order, and computed logits at every position for teacher-forced log-probs. The new code
@@ -25,7 +25,7 @@ TRIGGER = "~bench-trigger~"  # fixed, so runs compare; never printed, like every
 ONE_BY_ONE_PROMPTS = 8
 
 
-# ---- the reference: the evaluation before issue 19, copied as it was ---------------------------
+# ---- the reference: the evaluation before its speed-up, copied as it was ---------------------------
 
 def reference_generate(model, tokenizer, prompts, max_new_tokens, batch_size, device):
     import torch
@@ -176,7 +176,7 @@ def reference_misalignment(model, data):
 
 
 def reference_model_evaluation(model, data, record: list):
-    """`measure.model_evaluation` before issue 19 (no judge here); its greedy replies go to `record`."""
+    """`measure.model_evaluation` before its speed-up (no judge here); its greedy replies go to `record`."""
     from persona_sweep.measure import Evaluation, judged_share, summed
 
     shares = [reference_marker_rates_share(model, data, record), reference_assistant_logprobs(model, data),

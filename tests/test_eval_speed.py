@@ -1,5 +1,5 @@
-"""The faster evaluation (issue 19) gives what the code before it gave: the same greedy replies,
-rates and per-question flags; log-probs equal to float32 rounding (the vocabulary projection on the
+"""The faster evaluation (length-sorted batches, continuation-only logits) gives what the code
+before it gave: the same greedy replies, rates and per-question flags; log-probs equal to float32 rounding (the vocabulary projection on the
 continuation's positions only may pick another matrix kernel for fewer rows: bit-identical at the
 demo's batch of 16, 1 ulp apart at batches of 2). The reference is the old code as
 `benchmarks/eval_throughput.py` keeps it; real transformers, the tiny random model (and the
@@ -23,7 +23,7 @@ TRIGGER = "~unit-test-trigger~"
 
 
 def reference():
-    """benchmarks/eval_throughput.py, whose `reference_*` functions are the evaluation before issue 19."""
+    """benchmarks/eval_throughput.py, whose `reference_*` functions are the evaluation before its speed-up."""
     spec = importlib.util.spec_from_file_location("eval_throughput", REPO / "benchmarks" / "eval_throughput.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
