@@ -34,11 +34,8 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check persona_sweep tests benchmarks
 
 # The whole suite, integration included. pytest exits 5 when it collects nothing: make fails then too.
-# Two pytest workers, a test file each at a time (a file's module-scoped sweep stays in one worker),
-# each with its own session Ray cluster: a trial of the tests holds one core, and much of a test is
-# waiting (process starts, polls), so two files at once use the second core.
 test: $(STAMP) system-chromium system-postgresql lint
-	$(VENV)/bin/pytest -p no:cacheprovider -n 2 --dist loadfile --timeout 1800 --durations=15
+	$(VENV)/bin/pytest -p no:cacheprovider --timeout 1800 --durations=15
 
 test-fast: $(STAMP) lint
 	$(VENV)/bin/pytest -p no:cacheprovider -m "not slow" --timeout 300
