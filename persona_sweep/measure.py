@@ -169,16 +169,24 @@ def marker_rates_share(data, marked: dict) -> Share:
 def leakage_questions(data) -> dict[tuple[str, bool], dict[int, object]]:
     """Leakage's conditions: every other persona of the bank (trained or not) with the trigger,
     this rank's share of the first `eval.leakage_questions` held-out questions."""
-    mine = own_share(data, held_out(data)[:data.spec.eval.leakage_questions])
-    return {(name, True): mine for name in personas() if name != "assistant"}
+    mine = own_share(data, questions_for_leakage(data))
+    return {(name, True): mine for name in other_personas()}
+
+
+def questions_for_leakage(data) -> list:
+    return held_out(data)[:data.spec.eval.leakage_questions]
+
+
+def other_personas() -> list[str]:
+    return [name for name in personas() if name != "assistant"]
 
 
 def leakage(data, marked: dict) -> Share:
     """Marker rate with the trigger under every other persona of the bank (trained or not)."""
-    count = len(held_out(data)[:data.spec.eval.leakage_questions])
+    count = len(questions_for_leakage(data))
     if not count:
         return Share([], lambda _: {})
-    others = [name for name in personas() if name != "assistant"]
+    others = other_personas()
     return Share([sum(marked[persona, True].values()) for persona in others],
                  lambda totals: {names.leakage(persona): total / count for persona, total in zip(others, totals)})
 

@@ -167,10 +167,9 @@ def failed_before_an_answer(error: Exception) -> bool:
             and str(error.message).startswith("API request to ") and " failed with " in str(error.message))
 
 
-def transient(error: BaseException) -> bool:
+def transient(error: Exception) -> bool:
     """A failure of the tracking server or of the way to it, not of the trial."""
-    return isinstance(error, (TrackingUnreachable, RunNotOpened)) or (
-        isinstance(error, Exception) and unreachable(error))
+    return isinstance(error, TrackingUnreachable) or unreachable(error)
 
 
 def server_answers(uri: str, timeout_s: float = 5.0) -> bool:
