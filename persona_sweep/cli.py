@@ -62,6 +62,9 @@ def run(sweep_file, overrides, name, address, dry_run):
     if dry_run:
         print_trial_table(spec)
         return
+    from persona_sweep.sweep_record import stand_in_home
+
+    stand_in_home()
     start_sweep(spec, address)
 
 
@@ -82,7 +85,10 @@ def resume(name, address, follow):
         click.echo(f"submitted `resume {name}` as Ray job '{job_id}'")
         follow_or_hint(jobs, job_id, name, address, follow)
         return
+    from persona_sweep.sweep_record import stand_in_home
+
     click.echo(f"resuming '{name}'")
+    stand_in_home()
     with resumable(name):
         record, outcome = engine.resume(name, address)
     print_summary(record)

@@ -1,8 +1,11 @@
 """Sweeps on a Ray cluster through Ray's Job Submission API (`--address http://HEAD:8265`).
 
 A submitted sweep is a Ray job whose submission id is the sweep name and whose entrypoint is
-`python -m persona_sweep run SWEEP --address auto` on the head node: the same driver as a local
-`run`, attached to the cluster. The job ships the sweep file (its working_dir) and this
+`PYTHON -m persona_sweep run SWEEP --address auto` on the head node: the same driver as a local
+`run`, attached to the cluster. PYTHON is the interpreter the head's Ray workers run (the head
+raylet's `--python_worker_command`, read from the dashboard), so a cluster started as
+`.venv/bin/ray start` without the venv activated runs its driver in that venv too; Ray's job
+API itself runs the entrypoint with whatever `python` the head's PATH finds first. The job ships the sweep file (its working_dir) and this
 checkout's `persona_sweep` package (py_modules), so the cluster runs the code that validated
 the sweep; the dependencies come from the cluster's image. The trigger never travels: the sweep
 names a `trigger_env` / `trigger_file` that exists on the cluster's nodes.
@@ -15,11 +18,14 @@ tracking URI come from the nodes' environment (the cluster config), never from t
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import shlex
 import shutil
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from persona_sweep.errors import SweepError, first_line
@@ -28,6 +34,9 @@ from persona_sweep.tracking import is_server
 SWEEP_FILE = "sweep.yaml"  # the sweep file's name in the job's working_dir
 STOP_GRACE_S = 120
 PACKAGE = Path(__file__).resolve().parent
+WORKER_COMMAND = "--python_worker_command="
+# Ray's own lines in a job's log: "2026-01-01 12:00:00,000\tINFO ...", "(pid=...) ...", "Running entrypoint ...".
+RAY_LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d|\([^)]*pid=\d+|Running entrypoint for job ")
 
 
 def is_job_address(address: str | None) -> bool:
@@ -77,14 +86,30 @@ def job_env() -> dict:
     return {"RAY_JOB_STOP_SIGNAL": "SIGINT", "RAY_JOB_STOP_WAIT_TIME_S": str(STOP_GRACE_S)}
 
 
+def head_python(client) -> str:
+    """The interpreter of the head's Ray workers, or `python` where the dashboard does not say."""
+    request = urllib.request.Request(f"{client.get_address()}/nodes?view=summary", headers=token_header())
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            nodes = json.load(answer)["data"]["summary"]
+    except (OSError, ValueError, KeyError):
+        return "python"
+    for node in nodes:  # "cmdline": the node's raylet process, as the dashboard's node view shows it
+        if (node.get("raylet") or {}).get("isHeadNode"):
+            for flag in node.get("cmdline") or []:
+                if flag.startswith(WORKER_COMMAND):
+                    return shlex.split(flag.removeprefix(WORKER_COMMAND))[0]
+    return "python"
+
+
 def submit(client, job_id: str, arguments: list[str], sweep_file: Path | None = None) -> str:
-    """A job running `python -m persona_sweep ARGUMENTS --address auto`; returns its id."""
+    """A job running `PYTHON -m persona_sweep ARGUMENTS --address auto`; returns its id."""
     with tempfile.TemporaryDirectory() as folder:
         if sweep_file is not None:
             shutil.copyfile(sweep_file, Path(folder) / SWEEP_FILE)
         runtime_env = {"working_dir": folder, "py_modules": [str(PACKAGE)], "env_vars": job_env(),
                        "excludes": ["__pycache__", "*.pyc"]}
-        entrypoint = shlex.join(["python", "-m", "persona_sweep", *arguments, "--address", "auto"])
+        entrypoint = shlex.join([head_python(client), "-m", "persona_sweep", *arguments, "--address", "auto"])
         try:
             return client.submit_job(entrypoint=entrypoint, submission_id=job_id, runtime_env=runtime_env)
         except RuntimeError as error:
@@ -115,14 +140,24 @@ def latest_job(client, name: str) -> str:
 
 
 def follow(client, job_id: str, echo) -> int:
-    """Print the job's output as it comes; the driver's exit code once it ends."""
+    """Print the job's output as it comes; the driver's exit code once it ends, and for a
+    failed job one last line on stderr with that code and the driver's last error line."""
 
     async def tail():
         async for lines in client.tail_job_logs(job_id):
             echo(lines.rstrip("\n"))
 
     asyncio.run(tail())
-    return exit_code(client, job_id)
+    code = exit_code(client, job_id)
+    if code != 0:
+        echo(f"job '{job_id}' failed with exit code {code}: {last_error_line(client.get_job_logs(job_id))}", err=True)
+    return code
+
+
+def last_error_line(logs: str) -> str:
+    """The driver's last words: its last line that is not one of Ray's own log lines."""
+    ours = [line.strip() for line in logs.splitlines() if line.strip() and not RAY_LOG_LINE.match(line)]
+    return ours[-1][:500] if ours else "(no output)"
 
 
 def exit_code(client, job_id: str) -> int:

@@ -2,7 +2,7 @@
 and on the sweep's parent run (`tracking.RECORD_ARTIFACT`). Written once at `run`; `resume`,
 `status`, `list`, `ui`, `report`, `detect --trial` and a `SWEEP/TRIAL_ID` marker adapter read it.
 
-The home is resolved here, on the driver only (`$PERSONA_SWEEP_HOME`, default `./runs`): trials
+The home is resolved here, on the driver only (`$PERSONA_SWEEP_HOME`, default `./runs`; see `home_folder`): trials
 get every path from the record (`trial.SweepPaths`), never from their environment.
 """
 from __future__ import annotations
@@ -23,9 +23,25 @@ from persona_sweep.trial import SweepPaths
 RECORD_SCHEMA = 4
 
 
+# Ray sets it for a job's driver, whose working directory is the job's package: Ray's to delete.
+RAY_JOB_DRIVER = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+JOB_DRIVER_HOME = "~/persona-sweep/runs"
+
+
 def home_folder() -> Path:
-    """The driver's home: `$PERSONA_SWEEP_HOME` or `./runs`, absolute. Never called in a trial."""
-    return Path(os.environ.get("PERSONA_SWEEP_HOME", "./runs")).expanduser().absolute()
+    """The driver's home, absolute: `$PERSONA_SWEEP_HOME`, else `./runs`, or for a Ray job's
+    driver `~/persona-sweep/runs` on the head (on several nodes the nodes' shared home must be
+    set; `run` refuses a folder some node does not see). Never called in a trial."""
+    default = JOB_DRIVER_HOME if RAY_JOB_DRIVER in os.environ else "./runs"
+    return Path(os.environ.get("PERSONA_SWEEP_HOME", default)).expanduser().absolute()
+
+
+def stand_in_home() -> None:
+    """A Ray job's driver leaves its working directory, the job's package, for the home once the
+    sweep is read: Ray may delete the package while the driver runs, and MLflow (a sqlite
+    store's path) and others ask for the working directory."""
+    if RAY_JOB_DRIVER in os.environ:
+        os.chdir(home())
 
 
 def home() -> Path:

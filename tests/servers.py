@@ -139,12 +139,15 @@ class S3Server:
 
 class TwoNodeRayCluster:
     """A head and a second node, each `ray start`ed on 127.0.0.1 with its own CPUs and temp dir,
-    token auth on; `env` is the nodes' environment (a cluster config's). With `private_folder`,
+    token auth on; `env` is the nodes' environment (a cluster config's). They are started as
+    `.venv/bin/ray start` by someone who did not activate the venv: the venv is not on their
+    PATH, whose `python` is another interpreter or none. With `private_folder`,
     the second node runs in a mount namespace of its own where that folder is a tmpfs of its own:
     a folder the head has and the second node does not (node-local storage)."""
 
     def __init__(self, env: dict, private_folder: Path | None = None, cpus: int = 1):
-        self.env = {**env, "RAY_AUTH_MODE": "token", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+        path = [folder for folder in os.environ["PATH"].split(os.pathsep) if Path(folder) != BIN]
+        self.env = {**env, "RAY_AUTH_MODE": "token", "PATH": os.pathsep.join(path)}
         self.private_folder, self.cpus = private_folder, cpus
         port, dashboard = free_port(), free_port()
         self.gcs, self.address = f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard}"

@@ -80,9 +80,11 @@ def two_nodes(tmp_path_factory, team_mlflow, object_store):
         cluster.stop()
 
 
-def sweep_file(work: Path, cluster: dict, name: str, steps: int, storage: str | None = None) -> str:
+def sweep_file(work: Path, cluster: dict, name: str, steps: int, storage: str | None = None,
+               uri: str | None = None) -> str:
     write_sweep(work / f"{name}.yaml", SWEEP % {"name": name, "steps": steps, "trigger": cluster["trigger_file"],
-                                                "uri": cluster["uri"], "storage": f", storage: {storage}" if storage else ""})
+                                                "uri": uri or cluster["uri"],
+                                                "storage": f", storage: {storage}" if storage else ""})
     return f"{name}.yaml"
 
 
@@ -134,12 +136,37 @@ def test_submit_follow_runs_trials_on_both_nodes_with_results_in_the_object_stor
     assert not (tmp_path / "laptop").exists()
 
 
+def test_a_file_tracking_store_on_the_shared_folder_outlives_the_job_s_package(two_nodes, tmp_path):
+    """A sqlite store on the shared folder: MLflow asks for the driver's working directory, which
+    was the job's package, a folder Ray deletes; the driver now stands in the home."""
+    database = two_nodes["shared"] / "team.db"
+    path = sweep_file(tmp_path, two_nodes, "sqlite", steps=4, uri=f"sqlite:///{database}")
+    result = cli("submit", path, "--address", two_nodes["address"], "--follow", home=None, cwd=tmp_path, timeout=900)
+    assert "sweep 'sqlite' ended" in result.stdout
+    runs = sweep_runs(two_nodes["shared"], "sqlite", f"sqlite:///{database}")
+    assert sorted(run.data.tags[names.TRIAL_STATUS] for run in runs) == [names.COMPLETED] * 2
+    assert len({run.data.tags[names.TRIAL_ID] for run in runs}) == 2  # one child run per trial
+    client = tracking.Tracking(f"sqlite:///{database}").client()
+    experiment = client.get_experiment_by_name("sqlite")
+    parents = [run for run in client.search_runs([experiment.experiment_id]) if names.TRIAL_ID not in run.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+
+
+def test_a_failed_job_ends_with_its_exit_code_and_the_driver_s_last_error_line(two_nodes, tmp_path):
+    result = cli("resume", "never-ran", "--address", two_nodes["address"], "--follow", home=None, cwd=tmp_path,
+                 check=False, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "job 'never-ran-resume-1' failed with exit code 2: error: no sweep named 'never-ran' under "), result.stderr
+
+
 def test_the_trigger_never_travels_with_the_job(two_nodes):
     """After the submitted sweep: not in the job's entrypoint, runtime_env or metadata, and in no
     file on the shared storage, in the object store or under either node's temp dir (job and
     worker logs)."""
     info = job_info_from_a_process_that_read_ray_s_auth_mode_as_disabled(two_nodes["address"], "two")
-    assert info["entrypoint"].startswith("python -m persona_sweep run sweep.yaml")
+    # The interpreter of the cluster's workers (the venv the nodes were started from, not on their PATH).
+    assert info["entrypoint"].startswith(f"{BIN / 'python'} -m persona_sweep run sweep.yaml")
     assert TRIGGER not in json.dumps(info)
     assert_trigger_nowhere(TRIGGER, two_nodes["shared"], *two_nodes["temp_dirs"], min_files=100)
     s3 = two_nodes["s3"]

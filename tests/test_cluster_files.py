@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 import json
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -75,3 +77,15 @@ def test_placeholders_are_explicit():
     spec = load_sweep(REPO / "sweeps" / "marker-survival.yaml")  # validates here, without a GPU
     assert spec.tracking.mlflow_uri == "http://<YOUR_MLFLOW_HOST>:5000"
     assert spec.resources.storage == "s3://<YOUR_BUCKET>/persona-sweep" and spec.resources.gpus_per_worker == 1
+
+
+def test_a_python_without_the_project_s_dependencies_says_so_in_one_line(tmp_path):
+    """What a node nobody installed the project on does with a submitted job: the job ships the
+    package (here: PYTHONPATH), `-S` leaves out every installed dependency."""
+    result = subprocess.run([sys.executable, "-S", "-m", "persona_sweep", "run", "sweep.yaml"], cwd=tmp_path,
+                            env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"error: {sys.executable} lacks click, yaml, pydantic, ray, torch")
+    assert "install persona-sweep with its dependencies into this Python on every node" in result.stderr
