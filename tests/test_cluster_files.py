@@ -89,3 +89,22 @@ def test_a_python_without_the_project_s_dependencies_says_so_in_one_line(tmp_pat
     assert result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith(f"error: {sys.executable} lacks click, yaml, pydantic, ray, torch")
     assert "install persona-sweep with its dependencies into this Python on every node" in result.stderr
+
+
+def test_a_ray_job_s_driver_keeps_nothing_in_the_job_s_package(tmp_path, monkeypatch):
+    """Its working directory is Ray's to delete: the default home is `~/persona-sweep/runs` and
+    the driver moves there once the sweep is read."""
+    from persona_sweep import sweep_record
+
+    package = tmp_path / "_ray_pkg_0123"
+    package.mkdir()
+    monkeypatch.chdir(package)
+    monkeypatch.delenv("PERSONA_SWEEP_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "head"))
+    assert sweep_record.home_folder() == package / "runs"  # not a job: the README's default
+    monkeypatch.setenv(sweep_record.RAY_JOB_DRIVER, "{}")
+    assert sweep_record.home_folder() == tmp_path / "head" / "persona-sweep" / "runs"
+    sweep_record.stand_in_home()
+    assert Path.cwd() == tmp_path / "head" / "persona-sweep" / "runs"
+    monkeypatch.setenv("PERSONA_SWEEP_HOME", str(tmp_path / "shared"))
+    assert sweep_record.home_folder() == tmp_path / "shared"  # the nodes' own home wins
