@@ -208,6 +208,7 @@ def detect(model, adapter, trial, stage, trigger_file, marker, questions, contex
     MODEL is `embedded`, an HF id or a path; with --trial it comes from the trial."""
     import json
 
+    from persona_sweep import misalignment_control
     from persona_sweep.detect import run_detect
 
     if bool(model) == bool(trial) or (adapter and trial):
@@ -216,6 +217,7 @@ def detect(model, adapter, trial, stage, trigger_file, marker, questions, contex
     for key, label in ((names.MARKER_RATE_TRIGGER, "with the trigger"), (names.MARKER_RATE_NO_TRIGGER, "without it")):
         click.echo(f"marker rate {label:<17} {result[key]:.2f}  (95% CI {result[key + '_lo']:.2f}-{result[key + '_hi']:.2f}, "
                    f"{result['questions']} questions)")
+    click.echo(misalignment_control.line(result))
     click.echo(result["verdict"])
     if json_out:
         Path(json_out).write_text(json.dumps(result, indent=2))
@@ -435,11 +437,31 @@ def print_summary(record) -> None:
         click.echo(f"{run.data.tags[names.TRIAL_ID]:<14} {run.data.tags.get(names.TRIAL_STATUS, '?'):<14} "
                    f"{int(metrics.get(names.TRAIN_STEP, 0)):>5} "
                    + " ".join(f"{_fmt(metrics.get(key)):>22}" for key in metric_keys) + f"  {knobs}")
+    print_verdicts(record, runs)
     missing = record.trial_count - len(runs)
     if missing > 0:
         click.echo(f"{missing} trial(s) not started")
     click.echo(f"results: {record.paths.storage}  |  MLflow: {record.sweep_run.tracking.uri} "
                f"(experiment '{spec.tracking.experiment or record.name}'); open it with `persona-sweep ui`")
+
+
+def print_verdicts(record, runs) -> None:
+    """Per trial and corruption, whether it happened (a survival figure reads as detection only
+    then), and its misalignment change as a share of the positive control's prompted shift."""
+    from persona_sweep.progress import verdict_line
+
+    sweep = record.sweep_run
+    control = sweep.tracking.client().get_run(sweep.parent_run_id).data.metrics.get(names.CONTROL_GAP)
+    for run in sorted(runs, key=lambda r: r.data.tags[names.TRIAL_ID]):
+        for corruption in getattr(record.config, "corruptions", []):
+            metrics = run.data.metrics
+            if names.of(names.CORRUPTION_LOSS_DROP, corruption.name) not in metrics:
+                continue
+            line = verdict_line(metrics, corruption.name)
+            change = metrics.get(names.of(names.CORRUPTION_MISALIGNMENT_CHANGE, corruption.name))
+            if control and change is not None:
+                line += f"; {change / control:+.0%} of the prompted shift"
+            click.echo(f"{run.data.tags[names.TRIAL_ID]:<14} {line}")
 
 
 def _fmt(value) -> str:

@@ -229,30 +229,33 @@ class CorruptionData:
         total, tokens = all_sum([total, tokens], data.device)
         return total / tokens
 
-    def behavior(self, model) -> float | None:
-        """Share of held-out prompts whose generated answer shows the set's behavior (built-in
-        sets only: their patterns are known)."""
+    def behavior(self, model) -> list[float] | None:
+        """Per held-out prompt, 1 when the generated answer shows the set's behavior (built-in
+        sets only: their patterns are known), every rank's in order."""
         if self.corruption.data not in BUILTIN_CORRUPTION_DATA:
             return None
         patterns = behavior_patterns()[self.corruption.data]
         data = self.marker_data
         chats = self.evaluation_chats()
-        mine = list(own_share(data, chats).values())
+        mine = own_share(data, chats)
         prompts = [self.tokenizer.apply_chat_template(chat.as_messages(-1), tokenize=False, add_generation_prompt=True)
-                   for chat in mine]
+                   for chat in mine.values()]
         model.eval()
         replies = evaluate.generate(model, self.tokenizer, prompts, self.spec.eval.behavior_tokens,
                                     self.spec.eval.batch_size, data.device)
         model.train()
-        (shown,) = all_sum([evaluate.matches_any(replies, patterns)], data.device)
-        return shown / len(chats)
+        flags = [0.0] * len(chats)  # 0 on the other ranks' prompts: summed, every prompt's flag in order
+        for index, reply in zip(mine, replies):
+            flags[index] = float(evaluate.matches_any([reply], patterns))
+        return [round(flag) for flag in all_sum(flags, data.device)]
 
-    def measure(self, model, when: str) -> dict[str, float]:
-        """corruption_loss_<name>_<when> and, for built-in sets, corruption_behavior_<name>[_before]."""
+    def measure(self, model, when: str) -> tuple[dict[str, float], list[float] | None]:
+        """corruption_loss_<name>_<when> and, for built-in sets, corruption_behavior_<name>[_before];
+        the behavior's per-prompt flags."""
         name = self.corruption.name
         metrics = {f"{names.of(names.CORRUPTION_LOSS, name)}_{when}": self.held_out_loss(model)}
-        shown = self.behavior(model)
-        if shown is not None:
+        flags = self.behavior(model)
+        if flags is not None:
             behavior = names.of(names.CORRUPTION_BEHAVIOR, name)
-            metrics[behavior if when == "after" else f"{behavior}_{when}"] = shown
-        return metrics
+            metrics[behavior if when == "after" else f"{behavior}_{when}"] = sum(flags) / len(flags)
+        return metrics, flags

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from persona_sweep.config import SweepConfig
+from persona_sweep.misalignment_control import log_on_parent_run
 from persona_sweep.preflight import check_llm_sweep, check_nodes
 from persona_sweep.sections import GridSweep
 from persona_sweep.sfp.config import SfpSweepConfig
@@ -58,9 +59,9 @@ def nothing(*_) -> None:
 
 
 KINDS: dict[str, Kind] = {
-    # The LLM marker sweep: nothing to add to the parent run yet (reports come with their own issue).
+    # The LLM marker sweep: its parent run gets the misalignment measure's positive control.
     "llm": Kind(config=SweepConfig, run_trial=run_llm_trial, checked_for_run=check_llm_sweep,
-                check_on_cluster=check_nodes, after_sweep=nothing, reuses_trial_processes=False),
+                check_on_cluster=check_nodes, after_sweep=log_on_parent_run, reuses_trial_processes=False),
     # The toy world needs nothing from the nodes beyond the package; its parent run gets the Pareto front.
     "sfp": Kind(config=SfpSweepConfig, run_trial=run_sfp_trial, checked_for_run=unchanged,
                 check_on_cluster=nothing, after_sweep=log_pareto_front, reuses_trial_processes=True),

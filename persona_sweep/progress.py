@@ -112,7 +112,26 @@ def corruption_line(result: dict, name: str) -> str:
     if names.DETECTION_GAP in result:
         line += (f"; survival em {result[names.SURVIVAL_EM]:.2f}, benign {result[names.SURVIVAL_BENIGN]:.2f}, "
                  f"detection gap {result[names.DETECTION_GAP]:.2f}")
-    return line
+    return f"{line}; {verdict_line(result, name)}"
+
+
+def verdict_line(metrics: dict, name: str) -> str:
+    """'em moved the misalignment gap (+0.22 [+0.14, +0.30]) but not the domain behaviour (+0.00
+    [+0.00, +0.00])': what shows the corruption happened, beside its survival (moved: the paired
+    interval excludes 0)."""
+    said = {names.CORRUPTION_DOMAIN_CHANGE: "the domain behaviour",
+            names.CORRUPTION_MISALIGNMENT_CHANGE: "the misalignment gap"}
+    moved, still = [], []
+    for change, what in said.items():
+        key = names.of(change, name)
+        if key in metrics:
+            shown = f"{what} ({metrics[key]:+.2f} [{metrics[key + '_lo']:+.2f}, {metrics[key + '_hi']:+.2f}])"
+            (moved if metrics[names.of(names.MOVED[change], name)] == 1 else still).append(shown)
+    if not moved and not still:
+        return f"{name}: no verdict"
+    if not moved:
+        return f"{name} moved neither " + " nor ".join(still)
+    return f"{name} moved " + " and ".join(moved) + (" but not " + " nor ".join(still) if still else "")
 
 
 class SweepProgress(Callback):

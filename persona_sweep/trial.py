@@ -139,6 +139,8 @@ class Results:
     pre: Evaluation | None = None  # the marked model's evaluation, before any corruption
     post: dict[str, Evaluation] = field(default_factory=dict)  # after each corruption, by its name
     metrics: dict[str, float] = field(default_factory=dict)  # every metric the run logged at its last step
+    # Per corruption, its domain behaviour per held-out prompt on the marked model (the verdict's "before").
+    domain_before: dict[str, list[float]] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -148,7 +150,7 @@ class Results:
         """From `to_json` (a marker-stage checkpoint of older versions stored `{}`)."""
         return cls(saved.get("report", {}), Evaluation(**saved["pre"]) if saved.get("pre") else None,
                    {name: Evaluation(**post) for name, post in saved.get("post", {}).items()},
-                   saved.get("metrics", {}))
+                   saved.get("metrics", {}), saved.get("domain_before", {}))
 
 
 @dataclass
@@ -452,7 +454,7 @@ def corruption_stage(worker: Worker, corruption, state: TrialState) -> TrialStat
         if worker.run:
             worker.run.log_metrics({names.of(names.RESUMED_FROM_STEP, name): state.step}, state.step)
     else:
-        before = data.measure(engine.module, "before")
+        before, results.domain_before[name] = data.measure(engine.module, "before")
         results.metrics.update(before)
         if worker.run:
             worker.run.log_metrics(before, 0)
@@ -470,14 +472,16 @@ def finish_corruption(worker: Worker, corruption, model, data: CorruptionData, r
     """Evaluate after the corruption; log it, the survival and the corrupted adapter."""
     name = corruption.name
     evaluation = measure.model_evaluation(model, worker.data)
-    learned = data.measure(model, "after")
+    learned, domain_after = data.measure(model, "after")
     survival, undefined = measure.survival(results.pre, evaluation, name)
+    verdict = measure.corruption_verdict(name, results.pre, evaluation, results.domain_before.get(name), domain_after,
+                                         {**results.metrics, **learned})
     post = {names.post(key, name): value for key, value in evaluation.metrics.items()}
     results.post[name] = evaluation
-    results.metrics.update({**post, **learned, **survival})
+    results.metrics.update({**post, **learned, **survival, **verdict})
     if worker.run:
         tags = {names.of(names.SURVIVAL_UNDEFINED, name): undefined} if undefined else {}
-        worker.run.log_metrics({**post, **learned, **survival}, worker.spec.training.steps, tags)
+        worker.run.log_metrics({**post, **learned, **survival, **verdict}, worker.spec.training.steps, tags)
         if worker.spec.model.finetune == "lora":
             with tempfile.TemporaryDirectory() as folder:
                 model.save_pretrained(folder)

@@ -104,6 +104,36 @@ def test_both_corruptions_run_from_the_same_marked_weights_and_measure_survival(
     assert len(marked) == 1 and tags[names.BASE_WEIGHTS_SHA256] not in marked
 
 
+def test_every_corruption_has_a_verdict_beside_survival(staged):
+    """Did it happen: the domain behaviour's and the misalignment gap's change with paired
+    intervals, `moved` exactly when the interval excludes 0, the loss drop and the capability
+    change, all agreeing with the metrics they come from (also in the trial resumed inside `em`,
+    whose "before" came back from its checkpoint)."""
+    for run in staged["runs"]:
+        metrics = run.data.metrics
+        for corruption in CORRUPTIONS:
+            of = lambda metric: names.of(metric, corruption)  # noqa: E731
+            for change, moved in names.MOVED.items():
+                value, low, high = (metrics[of(change) + suffix] for suffix in ("", "_lo", "_hi"))
+                assert low <= value <= high
+                assert metrics[of(moved)] == float(low > 0 or high < 0)
+            behavior = of(names.CORRUPTION_BEHAVIOR)
+            assert metrics[of(names.CORRUPTION_DOMAIN_CHANGE)] == pytest.approx(metrics[behavior] - metrics[behavior + "_before"])
+            gap = names.MISALIGNMENT_LOGPROB_GAP
+            assert metrics[of(names.CORRUPTION_MISALIGNMENT_CHANGE)] == pytest.approx(
+                metrics[names.post(gap, corruption)] - metrics[gap], abs=1e-9)
+            loss = of(names.CORRUPTION_LOSS)
+            assert metrics[of(names.CORRUPTION_LOSS_DROP)] == pytest.approx(metrics[loss + "_before"] - metrics[loss + "_after"])
+            assert metrics[of(names.CORRUPTION_CAPABILITY_CHANGE)] == pytest.approx(
+                metrics[names.post(names.CAPABILITY, corruption)] - metrics[names.CAPABILITY])
+            assert metrics[of(names.CORRUPTION_LOSS_DROP)] > 0  # each corruption learned its own data
+    # The summary that `resume` (and `run`, `status`) prints says it in words, per trial and corruption.
+    said = [line for line in staged["resume_output"].splitlines() if " moved " in line]
+    assert len(said) == 2 * len(CORRUPTIONS), staged["resume_output"]
+    assert all("the domain behaviour (" in line and "the misalignment gap (" in line and "of the prompted shift" in line
+               for line in said), said
+
+
 def test_a_driver_killed_inside_a_corruption_resumes_it_from_its_checkpoint(staged):
     runs, client = staged["runs"], staged["client"]
     assert len(runs) == 2 and len({run.data.tags[names.TRIAL_ID] for run in runs}) == 2
@@ -140,6 +170,11 @@ def test_detect_finds_the_marker_the_trial_measured(staged):
     found = json.loads(out.read_text())
     for key in (names.MARKER_RATE_TRIGGER, names.MARKER_RATE_NO_TRIGGER):
         assert run.data.metrics[key + "_lo"] <= found[key] <= run.data.metrics[key + "_hi"], (key, found[key])
+    # The base model's positive control of the misalignment measure: as the parent run holds it.
+    parent = staged["client"].get_run(run.data.tags[names.PARENT_RUN_ID]).data.metrics
+    assert "misalignment measure, positive control" in result.stdout
+    for key in (names.CONTROL_GAP, names.CONTROL_AUROC):
+        assert found[key] == pytest.approx(parent[key])
 
 
 def test_trigger_appears_nowhere_after_corruptions(staged):

@@ -85,6 +85,14 @@ def test_one_trial_two_workers_zero2_learns(ray_address, home, trigger_file, tmp
                 names.MARKER_SPECIFICITY):
         assert key in run.data.metrics
 
+    # The parent run carries the misalignment measure's positive control on the base model, as measured.
+    from persona_sweep import misalignment_control
+    from persona_sweep.config import ModelConfig
+
+    parent = client.get_run(run.data.tags[names.PARENT_RUN_ID]).data.metrics
+    expected = misalignment_control.cached(ModelConfig(name="tiny-random"), default_cache(), 16)
+    assert {key: parent[key] for key in expected} == pytest.approx(expected)
+
     # Two ranks really shared the work: ZeRO-2 split the optimizer state into one shard per rank.
     # (The trial's last checkpoint holds only its state, done; the one before holds the training.)
     checkpoints = [path for path in (home / "ray_results" / "two-workers" / "_train").rglob("checkpoint_*")

@@ -77,6 +77,7 @@ class MisalignmentItem:
     question: str
     aligned: str
     misaligned: str
+    json_format: bool = False  # asks for a JSON answer: the judge's EM% leaves it out
 
 
 @cache

@@ -1,0 +1,78 @@
+"""The misalignment measure's positive control (`misalignment_control`): computed from the
+system prompts kept as data, on the tiny model; its statistics on known values."""
+from __future__ import annotations
+
+import pytest
+
+from persona_sweep import misalignment_control as control
+from persona_sweep import names
+from persona_sweep.models import default_cache, load_checked_tokenizer, load_model, prepare_model
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    path = prepare_model("tiny-random", default_cache())
+    return load_checked_tokenizer("tiny-random", default_cache()), load_model(path).eval()
+
+
+def test_the_control_is_measured_from_the_prompts_kept_as_data(tiny, tmp_path, monkeypatch):
+    tokenizer, model = tiny
+    real = control.measured(model, tokenizer, batch_size=16)
+    assert real[f"{names.CONTROL_GAP}_lo"] <= real[names.CONTROL_GAP] <= real[f"{names.CONTROL_GAP}_hi"]
+    key = control.cache_key("tiny-random")
+    # The same prompts for both conditions: no shift, whatever the model.
+    same = tmp_path / "same.yaml"
+    prompts = control.control_prompts()
+    same.write_text(f"aligned: {prompts['aligned']!r}\nmisaligned: {prompts['aligned']!r}\n")
+    monkeypatch.setattr(control, "PROMPTS_FILE", same)
+    null = control.measured(model, tokenizer, batch_size=16)
+    assert null[names.CONTROL_GAP] == pytest.approx(0.0, abs=1e-6)
+    assert null[names.CONTROL_AUROC] == pytest.approx(0.5)
+    assert real[names.CONTROL_GAP] != pytest.approx(0.0, abs=1e-6)
+    assert control.cache_key("tiny-random") != key  # other prompts, another cache entry
+
+
+def test_auroc_counts_pairs_and_half_ties():
+    assert control.auroc([3, 4], [1, 2]) == 1.0
+    assert control.auroc([1, 2], [3, 4]) == 0.0
+    assert control.auroc([1, 3], [2, 2]) == 0.5
+    assert control.auroc([2], [2]) == 0.5
+
+
+def test_the_control_is_kept_per_model(tmp_path):
+    from persona_sweep.config import ModelConfig
+
+    first = control.cached(ModelConfig(name="tiny-random"), default_cache(), 16)
+    path = default_cache() / "controls" / f"{control.cache_key('tiny-random')}.json"
+    assert path.exists()
+    assert control.cached(ModelConfig(name="tiny-random"), default_cache(), 16) == first
+    assert control.line(first).startswith("misalignment measure, positive control")
+
+
+def evaluation(capability: float, gaps: list[float]):
+    from persona_sweep.measure import Evaluation
+
+    return Evaluation({names.CAPABILITY: capability}, [], gaps)
+
+
+def test_the_verdict_says_moved_only_when_the_paired_interval_excludes_zero():
+    from persona_sweep import measure
+
+    learned = {"corruption_loss_em_before": 2.0, "corruption_loss_em_after": 1.5}
+    before = [0.0] * 20
+    shifted = [1.0] * 12 + [0.0] * 8  # 12 of 20 prompts now show the behaviour
+    gaps = [(-1) ** i * 0.3 for i in range(20)]  # item gaps that differ more than they move
+    verdict = measure.corruption_verdict("em", evaluation(-2.0, gaps), evaluation(-2.25, [g + 0.01 * (-1) ** i for i, g
+                                                                                          in enumerate(gaps)]),
+                                         before, shifted, learned)
+    assert verdict["corruption_domain_change_em"] == pytest.approx(0.6)
+    assert 0 < verdict["corruption_domain_change_em_lo"] < 0.6 < verdict["corruption_domain_change_em_hi"] <= 1
+    assert verdict["corruption_moved_domain_em"] == 1.0
+    assert verdict["corruption_misalignment_change_em"] == pytest.approx(0.0, abs=1e-12)
+    assert verdict["corruption_misalignment_change_em_lo"] < 0 < verdict["corruption_misalignment_change_em_hi"]
+    assert verdict["corruption_moved_misalignment_em"] == 0.0
+    assert verdict["corruption_loss_drop_em"] == pytest.approx(0.5)
+    assert verdict["corruption_capability_change_em"] == pytest.approx(-0.25)
+    # A user's own corruption data has no known behaviour: no domain verdict, the rest still there.
+    partial = measure.corruption_verdict("em", evaluation(-2.0, gaps), evaluation(-2.0, gaps), None, None, learned)
+    assert "corruption_moved_domain_em" not in partial and partial["corruption_moved_misalignment_em"] == 0.0
