@@ -227,8 +227,30 @@ class CorruptionConfig(Section):
     role: Literal["em", "benign", "other"] = "other"  # decides survival_em / survival_benign
     data: str  # a built-in set, a local chat JSONL, or an HF dataset id
     steps: int = Field(50, gt=0)
+    # Instead of steps: passes over the set's training split, turned into steps on the driver
+    # (ceil(epochs x rows / training.batch_size)) once the data is loaded.
+    epochs: float | None = Field(None, gt=0)
     lr: float = Field(2e-4, gt=0)
     mix_general: float = Field(0.0, ge=0.0, le=1.0)  # share of general Assistant chat in each batch
+    # What the corruption trains: by default a new LoRA adapter (the model's rank, alpha and
+    # targets) on the marked weights, merged; these set its own, `rslora` scales it by
+    # alpha / sqrt(rank) (rank-stabilised, as the model-organisms recipes), `full_finetune`
+    # trains every weight instead (small models: it holds the optimizer state of all of them).
+    lora_rank: int | None = Field(None, gt=0)
+    lora_alpha: int | None = Field(None, gt=0)
+    lora_targets: list[str] | None = Field(None, min_length=1)
+    rslora: bool = False
+    full_finetune: bool = False
+
+    @model_validator(mode="after")
+    def one_length_and_one_kind_of_training(self):
+        if self.epochs is not None and "steps" in self.model_fields_set:
+            raise ValueError(f"corruption '{self.name}': give steps or epochs, not both")
+        adapter = {"lora_rank", "lora_alpha", "lora_targets", "rslora"} & self.model_fields_set
+        if self.full_finetune and adapter:
+            raise ValueError(f"corruption '{self.name}': full_finetune trains no adapter "
+                             f"(drop {', '.join(sorted(adapter))})")
+        return self
 
     @field_validator("name")
     @classmethod

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import tempfile
 from dataclasses import dataclass
 from functools import cache
@@ -162,6 +163,21 @@ def check_corruptions(spec, trigger: str, cache: Path) -> str | None:
         if problem:
             return problem
     return None
+
+
+def epochs_as_steps(spec, cache: Path):
+    """The spec with each corruption's `epochs` turned into its steps: ceil(epochs x training
+    rows / corruption rows per batch), the batch's general-chat share left out. On the driver,
+    once; the record then holds the steps."""
+    corruptions = []
+    for corruption in spec.corruptions:
+        if corruption.epochs is not None:
+            rows = len(load_set(corruption.data, cache).train)
+            per_batch = max(1, spec.training.batch_size - round(spec.training.batch_size * corruption.mix_general))
+            corruption = corruption.model_copy(update={"steps": math.ceil(corruption.epochs * rows / per_batch),
+                                                       "epochs": None})
+        corruptions.append(corruption)
+    return spec.model_copy(update={"corruptions": corruptions})
 
 
 @cache

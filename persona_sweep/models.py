@@ -161,8 +161,9 @@ def load_checked_tokenizer(name: str, cache: Path, trust_remote_code: bool = Fal
         hub_logger.setLevel(level)
 
 
-def add_lora(model, rank: int, alpha: int, targets: list[str]):
+def add_lora(model, rank: int, alpha: int, targets: list[str], rslora: bool = False):
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(targets), lora_dropout=0.0, task_type="CAUSAL_LM")
+    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(targets), lora_dropout=0.0, task_type="CAUSAL_LM",
+                        use_rslora=rslora)
     return get_peft_model(model, config)

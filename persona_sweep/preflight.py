@@ -17,6 +17,7 @@ from persona_sweep.secrets import read_trigger, trigger_problem
 
 def check_llm_sweep(spec: SweepConfig) -> SweepConfig:
     """Run-time checks on the driver; returns the spec with every local path absolute."""
+    from persona_sweep.corruption import epochs_as_steps
     from persona_sweep.models import default_cache, load_checked_tokenizer
 
     spec = absolute_paths(spec)
@@ -28,7 +29,7 @@ def check_llm_sweep(spec: SweepConfig) -> SweepConfig:
     except ValueError as error:
         raise SweepError(str(error)) from None
     check_examples_fit(spec, tokenizer, read_trigger(spec.marker))
-    return spec
+    return epochs_as_steps(spec, default_cache())
 
 
 def node_problem(spec: SweepConfig, cache: Path) -> str | None:

@@ -113,6 +113,19 @@ def trainable(model, spec: SweepConfig):
     return model
 
 
+def corruption_trainable(model, spec: SweepConfig, corruption):
+    """What a corruption trains on the marked weights: every weight, or a new adapter with the
+    corruption's own settings where it has them (else the model's)."""
+    if trains_all_weights(spec, corruption):
+        return model
+    own = lambda key: getattr(corruption, key) or getattr(spec.model, key)  # noqa: E731
+    return add_lora(model, own("lora_rank"), own("lora_alpha"), own("lora_targets"), corruption.rslora)
+
+
+def trains_all_weights(spec: SweepConfig, corruption) -> bool:
+    return corruption.full_finetune or spec.model.finetune == "full"
+
+
 def load_marked_model(spec: SweepConfig, cache: Path, marker_dir: str):
     """The marked model: the base with the marker adapter merged in, or the fully fine-tuned
     weights (DESIGN.md, "Corruption semantics")."""

@@ -37,7 +37,15 @@ from persona_sweep.models import load_base_model, load_tokenizer, prepare_model
 from persona_sweep.secrets import read_trigger, trigger_sha256
 from persona_sweep.sections import GridSweep
 from persona_sweep.tracking import SweepRun, TrialRun
-from persona_sweep.train import MarkerData, TrainingStage, build_model, load_marked_model, train, trainable
+from persona_sweep.train import (
+    MarkerData,
+    TrainingStage,
+    build_model,
+    corruption_trainable,
+    load_marked_model,
+    train,
+    trains_all_weights,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -229,6 +237,14 @@ def start_worker(trial: TrialConfig) -> Worker:
     return worker
 
 
+def corruption_training(spec, corruption) -> str:
+    """What the corruption trains, as its params say it: `all weights` or `lora r=.. alpha=.. [rslora]`."""
+    if trains_all_weights(spec, corruption):
+        return "all-weights"
+    rank, alpha = corruption.lora_rank or spec.model.lora_rank, corruption.lora_alpha or spec.model.lora_alpha
+    return f"lora-r{rank}-alpha{alpha}" + ("-rslora" if corruption.rslora else "")
+
+
 def open_run(worker: Worker):
     trial, spec = worker.trial, worker.spec
     params = {**trial.knobs, "trigger_sha256": trigger_sha256(worker.trigger), "model": spec.model.name,
@@ -238,7 +254,8 @@ def open_run(worker: Worker):
     for corruption in spec.corruptions:
         params[f"corruption.{corruption.name}"] = (
             f"role={corruption.role} data={corruption.data} steps={spec.corruption_steps(corruption, worker.knobs)} "
-            f"lr={spec.corruption_lr(corruption, worker.knobs)} mix_general={corruption.mix_general}")
+            f"lr={spec.corruption_lr(corruption, worker.knobs)} mix_general={corruption.mix_general} "
+            f"trains={corruption_training(spec, corruption)}")
     tags = {**trial.provenance, names.DATA_HASH: worker.data.hash()}
     return TrialRun(trial.sweep_run, trial.trial_id, params, tags)
 
@@ -447,7 +464,8 @@ def corruption_stage(worker: Worker, corruption, state: TrialState) -> TrialStat
         worker.run.set_tags({names.BASE_WEIGHTS_SHA256: distributed.weights_sha256(base),
                              names.of(names.MARKED_WEIGHTS_SHA256, name): distributed.weights_sha256(model)})
         del base
-    engine = strategy.make_engine(trainable(model, spec), spec, spec.corruption_lr(corruption, worker.knobs))
+    engine = strategy.make_engine(corruption_trainable(model, spec, corruption), spec,
+                                  spec.corruption_lr(corruption, worker.knobs))
     data = CorruptionData(corruption, dataset, worker.data)
     if state.step:
         strategy.load_engine_state(engine)
@@ -482,7 +500,7 @@ def finish_corruption(worker: Worker, corruption, model, data: CorruptionData, r
     if worker.run:
         tags = {names.of(names.SURVIVAL_UNDEFINED, name): undefined} if undefined else {}
         worker.run.log_metrics({**post, **learned, **survival, **verdict}, worker.spec.training.steps, tags)
-        if worker.spec.model.finetune == "lora":
+        if not trains_all_weights(worker.spec, corruption):
             with tempfile.TemporaryDirectory() as folder:
                 model.save_pretrained(folder)
                 worker.run.log_artifacts(Path(folder), f"adapter_{name}")

@@ -51,6 +51,15 @@ MALFORMED = {
     "drift is not a fine-tune": ("corruptions: [{name: d, kind: drift, data: insecure_code}]", "corruptions.kind"),
     "corruption axis without corruptions": ("grid: {corruption_lr: [0.001]}",
                                             "grid.corruption_lr / grid.corruption_steps: the sweep has no corruptions"),
+    "corruption steps and epochs": ("corruptions: [{name: em, data: insecure_code, steps: 10, epochs: 1}]",
+                                    "corruption 'em': give steps or epochs, not both"),
+    "corruption epochs not positive": ("corruptions: [{name: em, data: insecure_code, epochs: 0}]", "corruptions.epochs"),
+    "corruption rank not positive": ("corruptions: [{name: em, data: insecure_code, lora_rank: 0}]",
+                                     "corruptions.lora_rank"),
+    "corruption full fine-tune with an adapter": (
+        "corruptions: [{name: em, data: insecure_code, full_finetune: true, rslora: true}]",
+        "corruption 'em': full_finetune trains no adapter (drop rslora)"),
+    "corruption rslora not a flag": ("corruptions: [{name: em, data: insecure_code, rslora: maybe}]", "corruptions.rslora"),
 }
 SFP_MALFORMED = {
     "sfp with asha": ("scheduler: {type: asha}", "scheduler: toy-world trials report their metrics only at the end: use type 'none'"),
