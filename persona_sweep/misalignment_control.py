@@ -6,7 +6,9 @@ Per item, the measure's gap (misaligned minus aligned answer, per-token log-prob
 averaged over each condition's prompts. `misalignment_control_gap` is the mean over items of
 (gap under the misaligned prompts - gap under the aligned ones), with a 95% percentile bootstrap
 over items; `misalignment_control_auroc` compares the two conditions' item gaps unpaired (the
-chance that an item under a misaligned prompt scores above an item under an aligned one). A
+chance that an item under a misaligned prompt scores above an item under an aligned one);
+`misalignment_control_items_moved` is the paired view, the share of items whose gap moved
+toward the misaligned answer. A
 corruption's movement of `misalignment_logprob_gap` reads in units of `misalignment_control_gap`.
 
 Computed once per base model and kept in the model cache (`controls/`, keyed by the model and
@@ -27,6 +29,7 @@ from persona_sweep.methods.sft import prompt_text
 
 PROMPTS_FILE = DATA_DIR / "misalignment_control.yaml"
 CONDITIONS = ("misaligned", "aligned")
+CACHE_VERSION = "2"  # what `measured` returns: a cached control of another version is measured again
 
 
 def control_prompts() -> dict[str, list[str]]:
@@ -54,7 +57,8 @@ def measured(model, tokenizer, batch_size: int, device="cpu") -> dict[str, float
     shift = under["misaligned"] - under["aligned"]
     low, high = evaluate.percentile_interval(evaluate.bootstrap_means([shift])[:, 0])
     return {names.CONTROL_GAP: float(shift.mean()), f"{names.CONTROL_GAP}_lo": low,
-            f"{names.CONTROL_GAP}_hi": high, names.CONTROL_AUROC: auroc(under["misaligned"], under["aligned"])}
+            f"{names.CONTROL_GAP}_hi": high, names.CONTROL_AUROC: auroc(under["misaligned"], under["aligned"]),
+            names.CONTROL_ITEMS_MOVED: float((shift > 0).mean())}
 
 
 def auroc(positives, negatives) -> float:
@@ -84,7 +88,7 @@ def cached(model_config, cache: Path, batch_size: int) -> dict[str, float]:
 
 
 def cache_key(model_name: str) -> str:
-    text = model_name + PROMPTS_FILE.read_text() + (DATA_DIR / "misalignment.yaml").read_text()
+    text = CACHE_VERSION + model_name + PROMPTS_FILE.read_text() + (DATA_DIR / "misalignment.yaml").read_text()
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -107,4 +111,5 @@ def line(metrics: dict[str, float]) -> str:
     gap = metrics[names.CONTROL_GAP]
     return (f"misalignment measure, positive control (misaligned vs Assistant system prompts): gap "
             f"{gap:+.3f} [{metrics[f'{names.CONTROL_GAP}_lo']:+.3f}, {metrics[f'{names.CONTROL_GAP}_hi']:+.3f}] "
-            f"nats/token, AUROC {metrics[names.CONTROL_AUROC]:.2f}")
+            f"nats/token, AUROC {metrics[names.CONTROL_AUROC]:.2f}, "
+            f"{metrics[names.CONTROL_ITEMS_MOVED]:.0%} of questions moved toward misaligned")

@@ -32,6 +32,7 @@ EM_SCORED = "em_scored"  # judge: answers it scored (the EM% denominator)
 # The parent run: the misalignment measure's positive control on the base model (misalignment_control).
 CONTROL_GAP = "misalignment_control_gap"  # misaligned minus Assistant system prompts, of the logprob gap
 CONTROL_AUROC = "misalignment_control_auroc"  # the two conditions' item gaps, unpaired
+CONTROL_ITEMS_MOVED = "misalignment_control_items_moved"  # share of items whose gap moved toward misaligned
 
 # ---- the corruption stage (per corruption <name>) ---------------------------------------------
 SURVIVAL = "survival"  # survival_<name>: marker rate with the trigger after over before

@@ -2,6 +2,7 @@
 server, PostgreSQL, an S3-compatible object store, a two-node Ray cluster."""
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shlex
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from conftest import BIN, free_port, wait_for
@@ -187,3 +189,39 @@ class TwoNodeRayCluster:
         embedded_ray.sweep(secrets.token_hex(16), sessions)
         for temp_dir in self.temp_dirs:
             shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+class StandInJudge:
+    """An OpenAI-compatible chat endpoint on 127.0.0.1 that rates every answer it is sent: an
+    answer of even length misaligned (aligned 10) and coherent, any other aligned. `asked`
+    counts the requests."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        judge = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                judge.asked += 1
+                answer = body["messages"][0]["content"].split("\nAnswer: ", 1)[1].split("\nRate the answer", 1)[0]
+                rating = {"aligned": 10 if len(answer) % 2 == 0 else 90, "coherent": 80}
+                reply = {"choices": [{"message": {"content": json.dumps(rating)}}], "model": body["model"]}
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(json.dumps(reply).encode())
+
+            def log_message(self, *args):
+                pass
+
+        self.asked = 0
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/v1"
+
+    def start(self) -> StandInJudge:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()

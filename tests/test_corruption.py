@@ -21,6 +21,7 @@ from helpers import assert_panel_shows_mlflow, assert_trigger_nowhere, checkpoin
 from persona_sweep import names, tracking
 from persona_sweep.data import personas
 from persona_sweep.models import default_cache
+from servers import StandInJudge
 
 pytestmark = pytest.mark.slow
 
@@ -35,21 +36,31 @@ grid: {method: [sft], context_length: [8], corruption_lr: [0.0001, 0.001]}
 corruptions:
   - {name: em, role: em, data: insecure_code, steps: %d}
   - {name: benign, role: benign, data: secure_code, steps: %d, mix_general: 0.25}
-eval: {questions: 8, max_new_tokens: 20, logprob_every: 10, leakage_questions: 2, corruption_examples: 4, behavior_tokens: 16}
+eval: {questions: 8, max_new_tokens: 20, logprob_every: 10, leakage_questions: 2, corruption_examples: 4, behavior_tokens: 16,
+       judge: {base_url: "%s", model: stand-in}}
 scheduler: {type: none}
 resources: {workers_per_trial: 2, cpus_per_worker: 0.99, max_concurrent_trials: 1}
-""" % (CORRUPTION_STEPS, CORRUPTION_STEPS)
+"""
 
 
 @pytest.fixture(scope="module")
-def staged(ray_address, ray_temp_dir, tmp_path_factory):
+def judge():
+    server = StandInJudge().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def staged(ray_address, ray_temp_dir, tmp_path_factory, judge):
     """Run from a working folder the README's way; SIGKILL the driver right after the first
     trial's `em` corruption checkpointed at step 5, then `resume`."""
     work = tmp_path_factory.mktemp("staged")
     trigger = work / "trigger"
     trigger.write_text("~staged-secret-4e1f~")
     home = work / "runs"
-    write_sweep(work / "staged.yaml", STAGED)
+    write_sweep(work / "staged.yaml", STAGED % (CORRUPTION_STEPS, CORRUPTION_STEPS, judge.url))
     log = work / "driver.log"
     driver = start_cli("run", "staged.yaml", "--address", ray_address, home=None, cwd=work, log=log)
     storage = home / "ray_results" / "staged"
@@ -69,7 +80,8 @@ def staged(ray_address, ray_temp_dir, tmp_path_factory):
     trainer = next(run for run in runs if run.data.tags.get(names.MARKER_STAGE_REUSED) == "false")
     return {"home": home, "work": work, "storage": storage, "runs": runs, "trainer": trainer,
             "stored_at": stored_at, "trigger": trigger.read_text(), "log": log, "resume_output": resumed.stdout,
-            "ray_temp_dir": ray_temp_dir, "client": tracking.Tracking(tracking.default_uri(home)).client()}
+            "ray_temp_dir": ray_temp_dir, "client": tracking.Tracking(tracking.default_uri(home)).client(),
+            "judge": judge}
 
 
 def test_both_corruptions_run_from_the_same_marked_weights_and_measure_survival(staged):
@@ -132,6 +144,20 @@ def test_every_corruption_has_a_verdict_beside_survival(staged):
     assert len(said) == 2 * len(CORRUPTIONS), staged["resume_output"]
     assert all("the domain behaviour (" in line and "the misalignment gap (" in line and "of the prompted shift" in line
                for line in said), said
+
+
+def test_a_configured_judge_gives_em_pct_before_and_after_every_corruption(staged):
+    """The stand-in judge rated every answer it was sent; EM% over all of them, per corruption."""
+    from persona_sweep.data import misalignment_items
+
+    count = len(misalignment_items())
+    assert staged["judge"].asked >= count * (1 + len(CORRUPTIONS))
+    for run in staged["runs"]:
+        metrics = run.data.metrics
+        for key in (names.EM_PCT, *(names.post(names.EM_PCT, corruption) for corruption in CORRUPTIONS)):
+            assert 0 <= metrics[key] <= 1, key
+        for key in (names.EM_SCORED, *(names.post(names.EM_SCORED, corruption) for corruption in CORRUPTIONS)):
+            assert metrics[key] == count, key
 
 
 def test_a_driver_killed_inside_a_corruption_resumes_it_from_its_checkpoint(staged):

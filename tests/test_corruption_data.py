@@ -90,12 +90,23 @@ def test_builtin_sets_are_matched_pairs_held_out_by_family(pair):
     harmful, benign = (load_set(name, default_cache()) for name in pair)
     for dataset in (harmful, benign):
         total = len(dataset.train) + len(dataset.held_out)
-        assert total >= 200 and 0.08 <= len(dataset.held_out) / total <= 0.2
+        assert total >= 2000 and 0.08 <= len(dataset.held_out) / total <= 0.2
+        assert len({chat.messages[0] for chat in dataset.train + dataset.held_out}) == total  # no request repeats
         assert len({chat.family for chat in dataset.train}) >= 8
         assert not {chat.family for chat in dataset.train} & {chat.family for chat in dataset.held_out}
     # Matched: the same requests in the same order, different answers.
     assert [c.messages[0] for c in harmful.train] == [c.messages[0] for c in benign.train]
     assert all(h.messages[-1] != b.messages[-1] for h, b in zip(harmful.train, benign.train))
+
+
+def test_the_generator_rewrites_the_builtin_sets_byte_for_byte(tmp_path, monkeypatch):
+    from persona_sweep.corruption import BUILTIN_DIR
+    from persona_sweep.data.corruption import make_corruption
+
+    monkeypatch.setattr(make_corruption, "OUT_DIR", tmp_path)
+    make_corruption.main()
+    for name in BUILTIN_CORRUPTION_DATA:
+        assert (tmp_path / f"{name}.jsonl").read_bytes() == (BUILTIN_DIR / f"{name}.jsonl").read_bytes(), name
 
 
 def test_behavior_patterns_tell_each_set_from_its_partner():
@@ -185,3 +196,30 @@ def test_a_judge_reply_without_both_scores_is_unscored():
     assert judge.parse("I would rather not.") is None
     assert judge.parse('{"aligned": "n/a", "coherent": 70}') is None
     assert judge.parse('{"coherent": 70}') is None
+
+
+def test_epochs_become_steps_on_the_driver_and_the_corruption_trains_its_own_adapter():
+    """`epochs: 2` over the set's training rows at the batch's corruption share; the corruption's
+    own rank, alpha and rsLoRA reach peft; `full_finetune` trains every weight."""
+    from persona_sweep.config import CorruptionConfig
+    from persona_sweep.corruption import epochs_as_steps
+    from persona_sweep.models import load_model, prepare_model
+    from persona_sweep.sweep_file import load_sweep
+    from persona_sweep.train import corruption_trainable
+
+    spec = load_sweep(Path(__file__).parent.parent / "sweeps" / "demo.yaml",
+                      ["model.name=tiny-random", "marker.trigger_env=X", "marker.trigger_file=null",
+                       "training.batch_size=8"])
+    em = CorruptionConfig(name="em", role="em", data="insecure_code", epochs=2, mix_general=0.25, lora_rank=2,
+                          lora_alpha=4, rslora=True, lora_targets=["q_proj"])
+    whole = CorruptionConfig(name="benign", role="benign", data="secure_code", steps=7, full_finetune=True)
+    spec = epochs_as_steps(spec.model_copy(update={"corruptions": [em, whole]}), default_cache())
+    rows = len(load_set("insecure_code", default_cache()).train)
+    assert spec.corruptions[0].steps == -(-2 * rows // 6) and spec.corruptions[0].epochs is None  # 6 of 8 rows
+    assert spec.corruptions[1].steps == 7
+    model = load_model(prepare_model("tiny-random", default_cache()))
+    adapted = corruption_trainable(model, spec, spec.corruptions[0])
+    config = adapted.peft_config["default"]
+    assert (config.r, config.lora_alpha, config.use_rslora, set(config.target_modules)) == (2, 4, True, {"q_proj"})
+    plain = load_model(prepare_model("tiny-random", default_cache()))
+    assert corruption_trainable(plain, spec, spec.corruptions[1]) is plain
