@@ -30,7 +30,9 @@ def sweep(tmp_path_factory):
     folder = tmp_path_factory.mktemp("race")
     server = MlflowServer(f"sqlite:///{folder / 'server.db'}", free_port(), folder / "server.log",
                           artifacts=str(folder / "artifacts")).start()
-    where = tracking.Tracking(server.uri, wait_for_server_s=60)
+    # Patience as a sweep's default (600 s) has: under a loaded suite a request met the flip on all
+    # six tries that backoff (1, 2, 4 .. 30 s) fits in 60 s.
+    where = tracking.Tracking(server.uri, wait_for_server_s=600)
     yield tracking.create_parent_run(where, "race", None, "race", {}, {})
     server.stop()
 
