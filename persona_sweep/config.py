@@ -228,7 +228,7 @@ class CorruptionConfig(Section):
     data: str  # a built-in set, a local chat JSONL, or an HF dataset id
     steps: int = Field(50, gt=0)
     # Instead of steps: passes over the set's training split, turned into steps on the driver
-    # (ceil(epochs x rows / training.batch_size)) once the data is loaded.
+    # once the data is loaded (`corruption.epochs_as_steps`).
     epochs: float | None = Field(None, gt=0)
     lr: float = Field(2e-4, gt=0)
     mix_general: float = Field(0.0, ge=0.0, le=1.0)  # share of general Assistant chat in each batch

@@ -8,8 +8,8 @@ averaged over each condition's prompts. `misalignment_control_gap` is the mean o
 over items; `misalignment_control_auroc` compares the two conditions' item gaps unpaired (the
 chance that an item under a misaligned prompt scores above an item under an aligned one);
 `misalignment_control_items_moved` is the paired view, the share of items whose gap moved
-toward the misaligned answer. A
-corruption's movement of `misalignment_logprob_gap` reads in units of `misalignment_control_gap`.
+toward the misaligned answer. A corruption's movement of `misalignment_logprob_gap` reads in
+units of `misalignment_control_gap`.
 
 Computed once per base model and kept in the model cache (`controls/`, keyed by the model and
 both data files); the llm kind logs it on every sweep's parent run, `detect` prints it.
@@ -25,6 +25,7 @@ import yaml
 
 from persona_sweep import evaluate, names
 from persona_sweep.data import DATA_DIR, misalignment_items
+from persona_sweep.measure import answer_gaps
 from persona_sweep.methods.sft import prompt_text
 
 PROMPTS_FILE = DATA_DIR / "misalignment_control.yaml"
@@ -37,13 +38,10 @@ def control_prompts() -> dict[str, list[str]]:
 
 
 def item_gaps(model, tokenizer, system: str, batch_size: int, device) -> list[float]:
-    """Per item: misaligned minus aligned answer, mean log-prob per token, under `system`."""
-    items = misalignment_items()
+    """Per item: the measure's gap (`measure.answer_gaps`) with `system` as the system prompt."""
+    items = list(misalignment_items())
     prefixes = [prompt_text(tokenizer, system, item.question, False) for item in items]
-    pairs = evaluate.continuation_logprobs(model, tokenizer, prefixes * 2, [i.aligned for i in items]
-                                           + [i.misaligned for i in items], batch_size, device)
-    aligned, misaligned = pairs[:len(items)], pairs[len(items):]
-    return [m / m_count - a / a_count for (a, a_count), (m, m_count) in zip(aligned, misaligned)]
+    return answer_gaps(model, tokenizer, prefixes, items, batch_size, device)
 
 
 def measured(model, tokenizer, batch_size: int, device="cpu") -> dict[str, float]:
