@@ -49,17 +49,20 @@ def working_folder(tmp_path: Path, secret: str) -> tuple[Path, Path]:
     return work, trigger
 
 
-def kill_after_checkpoints(driver, home: Path, name: str, trials: int, log: Path, sig=signal.SIGKILL) -> None:
-    """Wait until every trial logged step 10 (a checkpoint at step 5 and 10), then signal the driver."""
+def kill_after_checkpoints(driver, home: Path, name: str, trials: int, log: Path, sig=signal.SIGKILL) -> dict:
+    """Wait until every trial logged step 10 (a checkpoint at step 5 and 10), then signal the
+    driver. Returns the last step each trial had logged when the signal went."""
     try:
         wait_for(lambda: (len(steps_logged(home, name)) == trials and min(steps_logged(home, name).values()) >= 10)
                  or driver.poll() is not None, 600, "logged checkpoints")
         assert driver.poll() is None, log.read_text()[-3000:]
+        at_kill = steps_logged(home, name)
         driver.send_signal(sig)
         driver.wait(120)
     finally:
         if driver.poll() is None:
             driver.kill()
+    return at_kill
 
 
 def test_one_trial_two_workers_zero2_learns(ray_address, home, trigger_file, tmp_path):
@@ -111,14 +114,18 @@ def killed_and_resumed(ray_address, ray_temp_dir, tmp_path_factory):
     path = sweep_file(work, Path("trigger"), "killed", steps=30, contexts="[8, 24]", workers=1, on_policy=0.5)
     log = tmp_path / "driver.log"
     driver = start_cli("run", path.name, "--address", ray_address, home=None, cwd=work, log=log)
-    kill_after_checkpoints(driver, home, "killed", trials=2, log=log)
+    at_kill = kill_after_checkpoints(driver, home, "killed", trials=2, log=log)
     resumed = cli("resume", "killed", "--address", ray_address, home=None, cwd=work)
     return {"home": home, "work": work, "trigger": trigger.read_text(), "resume_output": resumed.stdout,
-            "log": log, "path": path, "ray_temp_dir": ray_temp_dir}
+            "log": log, "path": path, "ray_temp_dir": ray_temp_dir, "at_kill": at_kill}
 
 
 def test_resume_finishes_every_trial_once_from_its_checkpoint(killed_and_resumed):
-    assert_resumed_once(killed_and_resumed["home"], "killed", trials=2, steps=30, resumed=2)
+    # A trial that had logged its last step may have ended before the kill (the two trials run
+    # side by side only when the cluster has both CPUs free); every other one must continue.
+    unfinished = sum(step < 30 for step in killed_and_resumed["at_kill"].values())
+    assert unfinished >= 1, killed_and_resumed["at_kill"]
+    assert_resumed_once(killed_and_resumed["home"], "killed", trials=2, steps=30, resumed=unfinished)
     # Checkpoints live in the sweep's storage under the working folder, never in Ray's temp dir.
     assert list((killed_and_resumed["home"] / "ray_results" / "killed" / "_train").rglob("checkpoint_*"))
     assert_no_checkpoints_under(killed_and_resumed["ray_temp_dir"])
