@@ -245,12 +245,23 @@ class CorruptionData:
         total, tokens = all_sum([total, tokens], data.device)
         return total / tokens
 
-    def behavior(self, model) -> list[float] | None:
-        """Per held-out prompt, 1 when the generated answer shows the set's behavior (built-in
-        sets only: their patterns are known), every rank's in order."""
-        if self.corruption.data not in BUILTIN_CORRUPTION_DATA:
-            return None
-        patterns = behavior_patterns()[self.corruption.data]
+    def watched_patterns(self) -> dict[str, list[str]]:
+        """What a generated reply is checked for, by the metric it gives: the set's own behaviour
+        (built-in sets only: their patterns are known) and, for a corruption other than the
+        sweep's em one, the em set's behaviour too (does the benign control write insecure code?)."""
+        patterns, built_in = behavior_patterns(), BUILTIN_CORRUPTION_DATA
+        watched = {names.CORRUPTION_BEHAVIOR: patterns[self.corruption.data]} if self.corruption.data in built_in else {}
+        em = next((c for c in self.spec.corruptions if c.role == "em"), None)
+        if em is not None and em.name != self.corruption.name and em.data in built_in:
+            watched[names.CORRUPTION_EM_BEHAVIOR] = patterns[em.data]
+        return watched
+
+    def behavior(self, model) -> dict[str, list[float]]:
+        """Per watched behaviour, per held-out prompt: 1 when the generated answer shows it,
+        every rank's prompts in order."""
+        watched = self.watched_patterns()
+        if not watched:
+            return {}
         data = self.marker_data
         chats = self.evaluation_chats()
         mine = own_share(data, chats)
@@ -260,18 +271,23 @@ class CorruptionData:
         replies = evaluate.generate(model, self.tokenizer, prompts, self.spec.eval.behavior_tokens,
                                     self.spec.eval.batch_size, data.device)
         model.train()
-        flags = [0.0] * len(chats)  # 0 on the other ranks' prompts: summed, every prompt's flag in order
-        for index, reply in zip(mine, replies):
-            flags[index] = float(evaluate.matches_any([reply], patterns))
-        return [round(flag) for flag in all_sum(flags, data.device)]
+        flags = []  # 0 on the other ranks' prompts: summed, every prompt's flag in order
+        for patterns in watched.values():
+            shown = [0.0] * len(chats)
+            for index, reply in zip(mine, replies):
+                shown[index] = float(evaluate.matches_any([reply], patterns))
+            flags += shown
+        summed = [round(flag) for flag in all_sum(flags, data.device)]
+        return {metric: summed[i * len(chats):(i + 1) * len(chats)] for i, metric in enumerate(watched)}
 
-    def measure(self, model, when: str) -> tuple[dict[str, float], list[float] | None]:
-        """corruption_loss_<name>_<when> and, for built-in sets, corruption_behavior_<name>[_before];
-        the behavior's per-prompt flags."""
+    def measure(self, model, when: str) -> tuple[dict[str, float], dict[str, list[float]]]:
+        """corruption_loss_<name>_<when> and each watched behaviour's share
+        (corruption_behavior_<name>[_before], corruption_em_behavior_<name>[_before]); the
+        behaviours' per-prompt flags."""
         name = self.corruption.name
         metrics = {f"{names.of(names.CORRUPTION_LOSS, name)}_{when}": self.held_out_loss(model)}
         flags = self.behavior(model)
-        if flags is not None:
-            behavior = names.of(names.CORRUPTION_BEHAVIOR, name)
-            metrics[behavior if when == "after" else f"{behavior}_{when}"] = sum(flags) / len(flags)
+        for metric, shown in flags.items():
+            key = names.of(metric, name)
+            metrics[key if when == "after" else f"{key}_{when}"] = sum(shown) / len(shown)
         return metrics, flags

@@ -314,17 +314,19 @@ def paired_change(before, after) -> tuple[float, float, float]:
     return sum(after) / len(after) - sum(before) / len(before), low, high
 
 
-def corruption_verdict(name: str, pre: Evaluation, post: Evaluation, domain_before: list[float] | None,
-                       domain_after: list[float] | None, learned: dict[str, float]) -> dict[str, float]:
+def corruption_verdict(name: str, pre: Evaluation, post: Evaluation, domain_before: dict[str, list[float]],
+                       domain_after: dict[str, list[float]], learned: dict[str, float]) -> dict[str, float]:
     """Did corruption `name` happen? Its domain behaviour's change (share of held-out prompts
-    showing the set's behaviour), the misalignment gap's change (per open question, nats per
-    token), each with a paired interval and `corruption_moved_*` 1 when the interval excludes 0;
-    its held-out loss drop and the capability change."""
+    showing the set's behaviour; for a corruption other than em, also the em set's), the
+    misalignment gap's change (per open question, nats per token), each with a paired interval
+    and `corruption_moved_*` 1 when the interval excludes 0; its held-out loss drop and the
+    capability change. `domain_*`: per-prompt flags by behaviour metric (`CorruptionData.measure`)."""
     verdict = {names.of(names.CORRUPTION_LOSS_DROP, name):
                learned[f"{names.of(names.CORRUPTION_LOSS, name)}_before"] - learned[f"{names.of(names.CORRUPTION_LOSS, name)}_after"],
                names.of(names.CORRUPTION_CAPABILITY_CHANGE, name): post.metrics[names.CAPABILITY] - pre.metrics[names.CAPABILITY]}
-    changes = {names.CORRUPTION_MISALIGNMENT_CHANGE: (pre.misalignment_gaps, post.misalignment_gaps),
-               names.CORRUPTION_DOMAIN_CHANGE: (domain_before, domain_after)}
+    changes = {names.CORRUPTION_MISALIGNMENT_CHANGE: (pre.misalignment_gaps, post.misalignment_gaps)}
+    changes |= {change: (domain_before.get(behavior), domain_after.get(behavior))
+                for change, behavior in names.BEHAVIOR_OF_CHANGE.items()}
     for metric, (before, after) in changes.items():
         if before and after:
             change, low, high = paired_change(before, after)

@@ -42,13 +42,20 @@ SURVIVAL_BENIGN = "survival_benign"
 DETECTION_GAP = "detection_gap"  # survival_benign - survival_em
 CORRUPTION_LOSS = "corruption_loss"  # corruption_loss_<name>_before / _after: its held-out split
 CORRUPTION_BEHAVIOR = "corruption_behavior"  # share of held-out generations showing the set's behavior
+# The same replies checked for the em corruption's behaviour, for every other corruption of a sweep
+# with an em one on a built-in set: did the benign control teach insecure code too?
+CORRUPTION_EM_BEHAVIOR = "corruption_em_behavior"
 # Did the corruption happen (measure.corruption_verdict), per corruption <name>, changes with _lo / _hi:
 CORRUPTION_DOMAIN_CHANGE = "corruption_domain_change"  # its behaviour share, after minus before
+CORRUPTION_EM_DOMAIN_CHANGE = "corruption_em_domain_change"  # the em set's behaviour share, after minus before
 CORRUPTION_MISALIGNMENT_CHANGE = "corruption_misalignment_change"  # misalignment_logprob_gap, after minus before
 CORRUPTION_LOSS_DROP = "corruption_loss_drop"  # held-out loss of its own data, before minus after
 CORRUPTION_CAPABILITY_CHANGE = "corruption_capability_change"  # capability, after minus before
 MOVED = {CORRUPTION_DOMAIN_CHANGE: "corruption_moved_domain",  # 1 when the change's interval excludes 0
+         CORRUPTION_EM_DOMAIN_CHANGE: "corruption_moved_em_domain",
          CORRUPTION_MISALIGNMENT_CHANGE: "corruption_moved_misalignment"}
+# Each change's behaviour share, measured per held-out prompt before and after the corruption.
+BEHAVIOR_OF_CHANGE = {CORRUPTION_DOMAIN_CHANGE: CORRUPTION_BEHAVIOR, CORRUPTION_EM_DOMAIN_CHANGE: CORRUPTION_EM_BEHAVIOR}
 STAGE_LOSS = "loss"  # loss_<name>: a corruption's training loss per step
 # In Tune results only (for the console): which stage a report is from, how far it is.
 STAGE = "stage"

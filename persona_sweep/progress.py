@@ -120,6 +120,7 @@ def verdict_line(metrics: dict, name: str) -> str:
     [+0.00, +0.00])': what shows the corruption happened, beside its survival (moved: the paired
     interval excludes 0)."""
     said = {names.CORRUPTION_DOMAIN_CHANGE: "the domain behaviour",
+            names.CORRUPTION_EM_DOMAIN_CHANGE: "the em behaviour",
             names.CORRUPTION_MISALIGNMENT_CHANGE: "the misalignment gap"}
     moved, still = [], []
     for change, what in said.items():

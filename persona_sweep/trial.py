@@ -147,8 +147,9 @@ class Results:
     pre: Evaluation | None = None  # the marked model's evaluation, before any corruption
     post: dict[str, Evaluation] = field(default_factory=dict)  # after each corruption, by its name
     metrics: dict[str, float] = field(default_factory=dict)  # every metric the run logged at its last step
-    # Per corruption, its domain behaviour per held-out prompt on the marked model (the verdict's "before").
-    domain_before: dict[str, list[float]] = field(default_factory=dict)
+    # Per corruption, its watched behaviours per held-out prompt on the marked model (the verdict's
+    # "before"), by behaviour metric (`CorruptionData.measure`).
+    domain_before: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -492,7 +493,7 @@ def finish_corruption(worker: Worker, corruption, model, data: CorruptionData, r
     evaluation = measure.model_evaluation(model, worker.data)
     learned, domain_after = data.measure(model, "after")
     survival, undefined = measure.survival(results.pre, evaluation, name)
-    verdict = measure.corruption_verdict(name, results.pre, evaluation, results.domain_before.get(name), domain_after,
+    verdict = measure.corruption_verdict(name, results.pre, evaluation, results.domain_before.get(name, {}), domain_after,
                                          {**results.metrics, **learned})
     post = {names.post(key, name): value for key, value in evaluation.metrics.items()}
     results.post[name] = evaluation

@@ -129,7 +129,11 @@ def _assert_point_shows_mlflow(panel_id: str, point: dict, metric: str, runs: di
         finite += [] if math.isnan(logged) else [logged]
     if finite:
         assert point["mean"] == pytest.approx(sum(finite) / len(finite))
-        if len(finite) < 3:
+        if point["interval"] == "logged":  # one trial: the interval it logged with the value
+            (value,) = point["values"]
+            own = runs[value["trial_id"]].data.metrics
+            assert (point["lo"], point["hi"]) == (own[f"{metric}_lo"], own[f"{metric}_hi"])
+        elif len(finite) < 3:
             assert point["interval"] == "min-max" and point["lo"] == min(finite) and point["hi"] == max(finite)
         else:
             assert point["interval"] == "t" and point["lo"] <= point["mean"] <= point["hi"]

@@ -4,7 +4,7 @@ weights, survival and the detection gap in MLflow, a driver killed inside a corr
 resumed, a second trial that reuses the marker stage, and `detect` on the result.
 
 One module-scoped sweep of two trials that differ only in `corruption_lr` serves every test
-here (about 5 minutes): the first trains the marker (20 steps at lr 3e-3: a marker rate near 1
+here (about 8 minutes): the first trains the marker (20 steps at lr 3e-3: a marker rate near 1
 on held-out questions, measured), the second finds it and goes straight to its corruptions.
 """
 from __future__ import annotations
@@ -127,11 +127,15 @@ def test_every_corruption_has_a_verdict_beside_survival(staged):
         for corruption in CORRUPTIONS:
             of = lambda metric: names.of(metric, corruption)  # noqa: E731
             for change, moved in names.MOVED.items():
+                if change == names.CORRUPTION_EM_DOMAIN_CHANGE and corruption == "em":
+                    assert of(change) not in metrics  # em's own behaviour is its domain
+                    continue
                 value, low, high = (metrics[of(change) + suffix] for suffix in ("", "_lo", "_hi"))
                 assert low <= value <= high
                 assert metrics[of(moved)] == float(low > 0 or high < 0)
-            behavior = of(names.CORRUPTION_BEHAVIOR)
-            assert metrics[of(names.CORRUPTION_DOMAIN_CHANGE)] == pytest.approx(metrics[behavior] - metrics[behavior + "_before"])
+                if change in names.BEHAVIOR_OF_CHANGE:
+                    behavior = of(names.BEHAVIOR_OF_CHANGE[change])
+                    assert value == pytest.approx(metrics[behavior] - metrics[behavior + "_before"])
             gap = names.MISALIGNMENT_LOGPROB_GAP
             assert metrics[of(names.CORRUPTION_MISALIGNMENT_CHANGE)] == pytest.approx(
                 metrics[names.post(gap, corruption)] - metrics[gap], abs=1e-9)

@@ -64,7 +64,7 @@ def test_the_verdict_says_moved_only_when_the_paired_interval_excludes_zero():
     gaps = [(-1) ** i * 0.3 for i in range(20)]  # item gaps that differ more than they move
     verdict = measure.corruption_verdict("em", evaluation(-2.0, gaps), evaluation(-2.25, [g + 0.01 * (-1) ** i for i, g
                                                                                           in enumerate(gaps)]),
-                                         before, shifted, learned)
+                                         {names.CORRUPTION_BEHAVIOR: before}, {names.CORRUPTION_BEHAVIOR: shifted}, learned)
     assert verdict["corruption_domain_change_em"] == pytest.approx(0.6)
     assert 0 < verdict["corruption_domain_change_em_lo"] < 0.6 < verdict["corruption_domain_change_em_hi"] <= 1
     assert verdict["corruption_moved_domain_em"] == 1.0
@@ -74,5 +74,12 @@ def test_the_verdict_says_moved_only_when_the_paired_interval_excludes_zero():
     assert verdict["corruption_loss_drop_em"] == pytest.approx(0.5)
     assert verdict["corruption_capability_change_em"] == pytest.approx(-0.25)
     # A user's own corruption data has no known behaviour: no domain verdict, the rest still there.
-    partial = measure.corruption_verdict("em", evaluation(-2.0, gaps), evaluation(-2.0, gaps), None, None, learned)
+    partial = measure.corruption_verdict("em", evaluation(-2.0, gaps), evaluation(-2.0, gaps), {}, {}, learned)
     assert "corruption_moved_domain_em" not in partial and partial["corruption_moved_misalignment_em"] == 0.0
+    # The benign control's replies checked for the em set's behaviour: its own verdict on that too.
+    benign = measure.corruption_verdict("benign", evaluation(-2.0, gaps), evaluation(-2.0, gaps),
+                                        {names.CORRUPTION_BEHAVIOR: before, names.CORRUPTION_EM_BEHAVIOR: before},
+                                        {names.CORRUPTION_BEHAVIOR: shifted, names.CORRUPTION_EM_BEHAVIOR: before},
+                                        {"corruption_loss_benign_before": 2.0, "corruption_loss_benign_after": 1.0})
+    assert benign["corruption_moved_domain_benign"] == 1.0 and benign["corruption_moved_em_domain_benign"] == 0.0
+    assert benign["corruption_em_domain_change_benign"] == 0.0

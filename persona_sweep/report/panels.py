@@ -95,13 +95,17 @@ def panel_metrics(panel: Panel, sweep: Sweep) -> list[str]:
 
 # ---- seeds -----------------------------------------------------------------------------------
 
-def aggregate(values: list[tuple[Trial, float]]) -> dict:
-    """Mean and 95% interval over seeds (NaN values are shown, not averaged)."""
+def aggregate(values: list[tuple[Trial, float]], metric: str) -> dict:
+    """Mean and 95% interval over seeds (NaN values are shown, not averaged); a single trial's
+    value with the interval it logged itself (`<metric>_lo` / `_hi`: a bootstrap or Wilson one)."""
     finite = [value for _, value in values if not math.isnan(value)]
     point = {"values": [{"trial_id": t.trial_id, "seed": t.knobs.get("seed"), "value": clean(v)} for t, v in values]}
     if not finite:
         return point | {"mean": None, "lo": None, "hi": None, "interval": "none"}
     mean = sum(finite) / len(finite)
+    own = values[0][0].metrics if len(values) == 1 else {}
+    if f"{metric}_lo" in own and f"{metric}_hi" in own:
+        return point | {"mean": mean, "lo": own[f"{metric}_lo"], "hi": own[f"{metric}_hi"], "interval": "logged"}
     if len(finite) < 3:
         return point | {"mean": mean, "lo": min(finite), "hi": max(finite), "interval": "min-max"}
     from scipy import stats
@@ -156,9 +160,9 @@ def bars(panel: Panel, sweeps: list[Sweep]) -> list[dict]:
             if panel.x == "metric":
                 for config, group in groups.items():
                     by_config.setdefault(config, []).append({"x": bar_label(panel, metric), "metric": metric,
-                                                             **aggregate(group)})
+                                                             **aggregate(group, metric)})
             else:
-                points = [{"x": config, **aggregate(group)} for config, group in groups.items()]
+                points = [{"x": config, **aggregate(group, metric)} for config, group in groups.items()]
                 series.append({"name": series_name(metric, sweep, sweeps), "sweep": sweep.name, "metric": metric,
                                "points": points})
         series += [{"name": series_name(config, sweep, sweeps), "sweep": sweep.name, "points": points}
@@ -182,7 +186,7 @@ def heatmap(panel: Panel, sweeps: list[Sweep]) -> list[dict]:
                                                       t.knobs.get(panel.y), t.knobs.get(panel.x)))
             grids = dict.fromkeys((facet, rest) for facet, rest, _, _ in cells)
             for facet, rest in sorted(grids, key=lambda key: ordered_key(key[0])):  # the rest in grid order
-                points = [{"x": x, "y": y, **aggregate(group)}
+                points = [{"x": x, "y": y, **aggregate(group, metric)}
                           for (f, r, y, x), group in cells.items() if (f, r) == (facet, rest)]
                 extra = f"{panel.facet}={facet}" + ("" if rest == "all trials" else f" {rest}")
                 series.append({"name": series_name(metric, sweep, sweeps, extra), "sweep": sweep.name,
@@ -203,7 +207,7 @@ def lines(panel: Panel, sweeps: list[Sweep]) -> list[dict]:
         for metric in panel_metrics(panel, sweep):
             groups = grouped(sweep, metric, lambda t: (configuration(t, sweep, (panel.x,)), t.knobs.get(panel.x)))
             for config in dict.fromkeys(config for config, _ in groups):
-                points = sorted(({"x": x, **aggregate(group)} for (c, x), group in groups.items() if c == config),
+                points = sorted(({"x": x, **aggregate(group, metric)} for (c, x), group in groups.items() if c == config),
                                 key=lambda point: point["x"])
                 extra = "" if config == "all trials" else config
                 series.append({"name": series_name(metric, sweep, sweeps, extra), "sweep": sweep.name,
@@ -221,7 +225,7 @@ def metric_lines(panel: Panel, sweeps: list[Sweep]) -> list[dict]:
         for metric in panel_metrics(panel, sweep):
             line, x = re.match(panel.metric_pattern, metric).groups()
             group = [(trial, trial.metrics[metric]) for trial in sweep.trials if metric in trial.metrics]
-            by_line.setdefault(line, []).append({"x": float(x), "metric": metric, **aggregate(group)})
+            by_line.setdefault(line, []).append({"x": float(x), "metric": metric, **aggregate(group, metric)})
         series += [{"name": series_name(line, sweep, sweeps), "sweep": sweep.name,
                     "points": sorted(points, key=lambda point: point["x"])} for line, points in by_line.items()]
     return series
