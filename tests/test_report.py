@@ -139,7 +139,12 @@ def test_asha_stops_trials_below_the_rung_cutoff(reported):
     assert any(stopped) and not all(stopped)
     for run, stop in zip(runs, expected_stop):
         assert run.info.status == ("KILLED" if stop else "FINISHED")
-        assert (names.MARKER_RATE_TRIGGER in run.data.metrics) == (stop != rungs[0])  # evaluated at the marker's end
+        # Evaluated at the marker's end: every trial let through or cut at the last rung. Tune's
+        # stop lands asynchronously: a trial cut at rung 5 may have trained on, on a busy machine
+        # to the end and into its evaluation, before it did; it never runs a corruption (below).
+        assert run.data.metrics[names.TRAIN_STEP] >= (stop or rungs[-1])
+        if stop != rungs[0]:
+            assert names.MARKER_RATE_TRIGGER in run.data.metrics
         for corruption in ("em", "benign"):
             corrupted = sorted(m.step for m in client.get_metric_history(run.info.run_id, f"loss_{corruption}"))
             assert corrupted == ([] if stop else corruption_steps)
