@@ -7,8 +7,9 @@ raylet's `--python_worker_command`, read from the dashboard), so a cluster start
 `.venv/bin/ray start` without the venv activated runs its driver in that venv too; Ray's job
 API itself runs the entrypoint with whatever `python` the head's PATH finds first. The job
 ships the sweep file (its working_dir) and this checkout's `persona_sweep` package
-(py_modules), so the cluster runs the code that validated the sweep; the dependencies come from the cluster's image. The trigger never travels: the sweep
-names a `trigger_env` / `trigger_file` that exists on the cluster's nodes.
+(py_modules), so the cluster runs the code that validated the sweep; the dependencies come
+from the cluster's image. The trigger never travels: the sweep names a `trigger_env` /
+`trigger_file` that exists on the cluster's nodes.
 
 On the cluster, `PERSONA_SWEEP_HOME` (shared storage: records, results, checkpoints) and the
 tracking URI come from the nodes' environment (the cluster config), never from the laptop.

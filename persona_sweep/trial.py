@@ -156,10 +156,13 @@ class Results:
 
     @classmethod
     def from_json(cls, saved: dict) -> Results:
-        """From `to_json` (a marker-stage checkpoint of older versions stored `{}`)."""
+        """From `to_json` (a marker-stage checkpoint of older versions stored `{}`; older
+        corruption checkpoints kept one list of the set's own flags per corruption)."""
+        domain_before = {name: flags if isinstance(flags, dict) else {names.CORRUPTION_BEHAVIOR: flags}
+                         for name, flags in saved.get("domain_before", {}).items()}
         return cls(saved.get("report", {}), Evaluation(**saved["pre"]) if saved.get("pre") else None,
                    {name: Evaluation(**post) for name, post in saved.get("post", {}).items()},
-                   saved.get("metrics", {}), saved.get("domain_before", {}))
+                   saved.get("metrics", {}), domain_before)
 
 
 @dataclass

@@ -83,3 +83,13 @@ def test_the_verdict_says_moved_only_when_the_paired_interval_excludes_zero():
                                         {"corruption_loss_benign_before": 2.0, "corruption_loss_benign_after": 1.0})
     assert benign["corruption_moved_domain_benign"] == 1.0 and benign["corruption_moved_em_domain_benign"] == 0.0
     assert benign["corruption_em_domain_change_benign"] == 0.0
+
+
+def test_a_corruption_checkpoint_of_the_previous_version_keeps_its_domain_flags():
+    """Before the em behaviour was watched, a checkpoint kept one list of the set's own flags per
+    corruption: a trial resumed from it still gets its domain verdict."""
+    from persona_sweep.trial import Results
+
+    results = Results.from_json({"domain_before": {"em": [1.0, 0.0]}})
+    assert results.domain_before == {"em": {names.CORRUPTION_BEHAVIOR: [1.0, 0.0]}}
+    assert Results.from_json(results.to_json()).domain_before == results.domain_before
