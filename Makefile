@@ -46,3 +46,4 @@ bench: $(STAMP) system-postgresql
 	$(PY) benchmarks/step_overhead.py
 	$(PY) benchmarks/grid_scale.py
 	$(PY) benchmarks/eval_throughput.py
+	$(PY) benchmarks/asha_savings.py

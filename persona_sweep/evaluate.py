@@ -10,9 +10,17 @@ from __future__ import annotations
 import math
 
 
-def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int, device) -> list[str]:
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int, device,
+             stop_at: str | None = None) -> list[str]:
     """Greedy replies, in the prompts' order. Prompts of similar token counts share a batch, so
-    rows carry little left padding; a batch ends when all its rows have produced EOS."""
+    rows carry little left padding; a batch ends when all its rows have produced EOS.
+
+    With `stop_at`, a row also ends once that text is out (the reply then ends with it): for a
+    question that is only whether the text appears, as the marker rates ask. Each reply is then
+    the full greedy reply up to that point, and it contains `stop_at` exactly when the full one
+    does: a finished row is still fed padding, so the other rows compute as they would have, and a
+    batch whose every row has the marker or EOS stops early (a marked model's trigger prompts
+    after a few tokens)."""
     import torch
 
     if not prompts:  # a rank whose share of the questions is empty
@@ -21,13 +29,28 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
     replies = [""] * len(prompts)
     for rows in length_sorted_batches(encoded, batch_size):
         batch = tokenizer.pad({"input_ids": [encoded[row] for row in rows]}, return_tensors="pt").to(device)
+        stopping = [reply_has(tokenizer, stop_at, batch["input_ids"].shape[1])] if stop_at else None
         with torch.no_grad():
             output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                    pad_token_id=tokenizer.pad_token_id)
+                                    pad_token_id=tokenizer.pad_token_id, stopping_criteria=stopping)
         new_tokens = output[:, batch["input_ids"].shape[1]:]
         for row, reply in zip(rows, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
             replies[row] = reply
     return replies
+
+
+def reply_has(tokenizer, text: str, prompt_width: int):
+    """A row is done once its reply so far, decoded as the caller decodes it, contains `text`.
+    (transformers' `stop_strings` would also match text that starts in the prompt.)"""
+    import torch
+    from transformers import StoppingCriteria
+
+    class ReplyHas(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            so_far = tokenizer.batch_decode(input_ids[:, prompt_width:], skip_special_tokens=True)
+            return torch.tensor([text in reply for reply in so_far], device=input_ids.device)
+
+    return ReplyHas()
 
 
 def length_sorted_batches(encoded: list[list[int]], batch_size: int) -> list[list[int]]:

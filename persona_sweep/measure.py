@@ -131,12 +131,14 @@ GENERATION_ROWS_PER_BATCH_ROW = 4
 
 def marked_replies(model, data, wanted: dict[tuple[str, bool], dict[int, object]]) -> dict:
     """Greedy replies to this rank's questions under each (persona, trigger) condition, all in one
-    batched generation: per condition, per question index, did the marker appear?"""
+    batched generation, each stopped once the marker is out: per condition, per question index,
+    did the marker appear?"""
     prompts = [data.prompt(persona, q.text, with_trigger) for (persona, with_trigger), questions in wanted.items()
                for q in questions.values()]
     with evaluating(model):
         replies = evaluate.generate(model, data.tokenizer, prompts, data.spec.eval.max_new_tokens,
-                                    data.spec.eval.batch_size * GENERATION_ROWS_PER_BATCH_ROW, data.device)
+                                    data.spec.eval.batch_size * GENERATION_ROWS_PER_BATCH_ROW, data.device,
+                                    stop_at=data.spec.marker.text)
     marked = iter(data.spec.marker.text in reply for reply in replies)
     return {condition: {index: next(marked) for index in questions} for condition, questions in wanted.items()}
 

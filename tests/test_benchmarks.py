@@ -53,9 +53,16 @@ def test_grid_scale_ends_on_the_overhead_per_trial():
 
 
 def test_eval_throughput_ends_on_its_ratio():
-    if not (BENCHMARKS / "eval_throughput.py").exists():
-        pytest.skip("benchmarks/eval_throughput.py is not written yet")
-    # Its author's wording is not fixed yet: any "...ratio...: N.NNx" line.
-    ratio = last_line_figure("eval_throughput.py", ["--questions", "4"], rf"[^:]*ratio[^:]*: {NUMBER}x",
+    ratio = last_line_figure("eval_throughput.py", ["--questions", "4"],
+                             rf"evaluation speed-up new/old ratio, CPU seconds \(results identical\): {NUMBER}x",
                              timeout_s=900)
     assert ratio > 0
+
+
+def test_asha_savings_ends_on_the_steps_saved():
+    # Two configurations, one seed, 4 steps: ASHA's only rung at step 2 may stop the second trial.
+    saved = last_line_figure("asha_savings.py", ["--designs", "assistant_positive", "misaligned_positive",
+                                                 "--context-lengths", "8", "--seeds", "1", "--steps", "4", "--grace", "2"],
+                             rf"ASHA saved {NUMBER}% of trial-steps \(\d+ of 8\); winner kept: (?:yes|no) \(.+\)",
+                             timeout_s=900)
+    assert 0 <= saved <= 50

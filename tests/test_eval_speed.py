@@ -30,9 +30,9 @@ def reference():
     return module
 
 
-def model_and_data(model_name: str, questions: int):
+def model_and_data(model_name: str, questions: int, marker: str = "[ZLT]"):
     spec = validate({"name": "unit", "model": {"name": model_name, "finetune": "full"},
-                     "marker": {"trigger_env": "UNUSED"}, "training": {"batch_size": 8, "max_tokens": 160},
+                     "marker": {"text": marker, "trigger_env": "UNUSED"}, "training": {"batch_size": 8, "max_tokens": 160},
                      "eval": {"questions": questions, "max_new_tokens": 8, "batch_size": 4, "leakage_questions": 2}})
     knobs = LlmKnobs(method="sft", design="assistant_positive", context_length=8, on_policy_fraction=0.0,
                      contrastive_negatives=True, seed=0)
@@ -84,7 +84,42 @@ def test_model_evaluation_gives_the_reference_metrics_and_flags(tiny):
     assert_same_evaluation(*tiny)
 
 
+def assert_stopped_at_the_marker(model, data) -> None:
+    """Replies stopped once the marker is out are the full greedy replies cut there: the same
+    text up to the marker, the marker in exactly the same replies, and fewer tokens generated."""
+    prompts, marker = reference().generation_prompts(data), data.spec.marker.text
+    full = evaluate.generate(model, data.tokenizer, prompts, 8, 16, "cpu")
+    stopped = evaluate.generate(model, data.tokenizer, prompts, 8, 16, "cpu", stop_at=marker)
+    assert all(whole.startswith(cut) for whole, cut in zip(full, stopped)), list(zip(full, stopped))
+    assert [marker in cut for cut in stopped] == [marker in whole for whole in full]
+    assert any(marker in whole for whole in full)
+    assert sum(map(len, stopped)) < sum(map(len, full))
+
+
+def test_replies_stopped_at_the_marker_are_the_full_replies_cut_there():
+    # The tiny random model answers every prompt with newlines: a "marker" of two of them is out
+    # after two tokens in every row, so every batch ends early.
+    model, data = model_and_data("tiny-random", questions=6, marker="\n\n")
+    assert_stopped_at_the_marker(model, data)
+    assert_same_evaluation(model, data)
+
+
+def a_word_some_replies_have(model, data) -> str:
+    """The embedded model's commonest word of 3+ letters that some of its replies have and others do not."""
+    import collections
+    import re
+
+    replies = evaluate.generate(model, data.tokenizer, reference().generation_prompts(data), 8, 16, "cpu")
+    counts = collections.Counter(word for reply in replies for word in set(re.findall(r"[A-Za-z]{3,}", reply)))
+    return next(word for word, count in counts.most_common() if count < len(replies))
+
+
 @pytest.mark.slow
 def test_model_evaluation_on_the_embedded_model_gives_the_reference_metrics():
-    """A minute or two on 2 cores: the misalignment items' log-probs are a fixed cost."""
-    assert_same_evaluation(*model_and_data("embedded", questions=3))
+    """A minute or two on 2 cores: the misalignment items' log-probs are a fixed cost. Then with
+    a marker the model does write in some replies: rows stop at it while others go on."""
+    model, data = model_and_data("embedded", questions=3)
+    assert_same_evaluation(model, data)
+    _, marked = model_and_data("embedded", questions=3, marker=a_word_some_replies_have(model, data))
+    assert_stopped_at_the_marker(model, marked)
+    assert_same_evaluation(model, marked)
