@@ -4,9 +4,10 @@ The grid is the marker stage of a real sweep on the tiny model (`tiny-random`, e
 trained, one worker of one core per trial, two trials at a time on an embedded Ray): design x
 context length x seed, 27 trials by default, no corruptions. Both runs rank by the same metric,
 `marker_logprob_trigger` (the Assistant's marker log-prob under the trigger, measured every
-`--grace` steps). On the tiny model `marker_specificity`, the default, does not rise above its
-noise in 45 steps (it stays within +-0.3 nats of 0 at every design, measured), so a ranking by
-it would be a ranking of noise; the log-prob rises steadily and the designs differ.
+`--grace` steps), with the engine's default grace period and reduction factor unless given.
+On the tiny model `marker_specificity`, the default, stays in its noise (within about 0.3
+nats of 0 at every design over 30 steps, measured), so a ranking by it would rank noise; the
+log-prob rises steadily and the designs differ.
 
 A configuration is a grid point without its seed; its seeds are the replicates. From the full
 grid: each configuration's mean final metric and a 95% t-interval over its seeds; the best
@@ -21,8 +22,8 @@ trial-steps / the full grid's. The last line:
     ASHA saved N% of trial-steps (A of F); winner kept: yes|no (...)
 
     .venv/bin/python benchmarks/asha_savings.py [--seeds 3] [--context-lengths 8 16 32]
-        [--designs ...] [--steps 45] [--grace 5] [--reduction-factor 3]
-    quick check: --designs assistant_positive misaligned_positive --context-lengths 8 --seeds 1 --steps 4 --grace 2
+        [--designs ...] [--steps 90] [--grace G] [--reduction-factor R]   (G, R: the engine's defaults)
+    quick check (one trial each way): --designs assistant_positive --context-lengths 8 --seeds 1 --steps 4 --grace 2
 """
 from __future__ import annotations
 
@@ -106,13 +107,18 @@ def by_config(trials: list[Trial]) -> dict[tuple, tuple[float, float, float]]:
 
 
 def main() -> None:
+    from persona_sweep.sections import SchedulerConfig
+
+    defaults = SchedulerConfig()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--designs", nargs="+", choices=DESIGNS, default=list(DESIGNS))
     parser.add_argument("--context-lengths", type=int, nargs="+", default=[8, 16, 32])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=45)
-    parser.add_argument("--grace", type=int, default=5, help="ASHA's grace period, and the metric's interval")
-    parser.add_argument("--reduction-factor", type=float, default=3.0)
+    parser.add_argument("--steps", type=int, default=90)
+    parser.add_argument("--grace", type=int, default=defaults.grace_period,
+                        help="ASHA's grace period, and the metric's interval (default: the engine's)")
+    parser.add_argument("--reduction-factor", type=float, default=defaults.reduction_factor,
+                        help="(default: the engine's)")
     args = parser.parse_args()
     if args.steps % args.grace:
         parser.error("--steps: a multiple of --grace (the metric is measured every --grace steps)")

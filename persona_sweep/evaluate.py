@@ -141,8 +141,14 @@ def bootstrap_means(flags, draws: int = 2000, seed: int = 0):
     import numpy as np
 
     flags = np.asarray(flags, dtype=float)
-    index = np.random.default_rng(seed).integers(0, flags.shape[1], size=(draws, flags.shape[1]))
-    return flags[:, index].mean(-1).T
+    return flags[:, bootstrap_indices(flags.shape[1], draws, seed)].mean(-1).T
+
+
+def bootstrap_indices(items: int, draws: int = 2000, seed: int = 0):
+    """(draws, items) item indices drawn with replacement: one resample per row."""
+    import numpy as np
+
+    return np.random.default_rng(seed).integers(0, items, size=(draws, items))
 
 
 def percentile_interval(samples) -> tuple[float, float]:

@@ -33,6 +33,9 @@ class Evaluation:
     # Per open question of the misalignment bank: misaligned minus aligned answer, nats per token
     # (the verdict's paired bootstrap reads them; empty in checkpoints of older versions).
     misalignment_gaps: list[float] = field(default_factory=list)
+    # Per held-out question: [log-prob sum, token count] of its reference answer (capability's
+    # parts, for the verdict's paired interval; empty in checkpoints of older versions).
+    capability_per_question: list[list[float]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -197,14 +200,23 @@ def leakage(data, marked: dict) -> Share:
 
 
 def capability(model, data) -> Share:
-    """Mean per-token log-likelihood of held-out reference answers as the Assistant, no trigger."""
-    questions = list(own_share(data, held_out(data)).values())
-    prefixes = [data.prompt("assistant", q.text, False) for q in questions]
+    """Mean per-token log-likelihood of held-out reference answers as the Assistant, no trigger,
+    and each question's [log-prob sum, token count] (every rank's, in question order)."""
+    count = len(held_out(data))
+    mine = own_share(data, held_out(data))
+    prefixes = [data.prompt("assistant", q.text, False) for q in mine.values()]
     with evaluating(model):
-        pairs = evaluate.continuation_logprobs(model, data.tokenizer, prefixes, [q.answer for q in questions],
+        pairs = evaluate.continuation_logprobs(model, data.tokenizer, prefixes, [q.answer for q in mine.values()],
                                                data.spec.eval.batch_size, data.device)
-    return Share([sum(s for s, _ in pairs), sum(n for _, n in pairs)],
-                 lambda sums: {names.CAPABILITY: sums[0] / sums[1]})
+    # 0 on the other ranks' questions: summed, every question's pair in order.
+    per_question = [0.0] * (2 * count)
+    for index, (total, tokens) in zip(mine, pairs):
+        per_question[2 * index:2 * index + 2] = [total, tokens]
+
+    def finish(sums):
+        totals = [sums[2 * index:2 * index + 2] for index in range(count)]
+        return ({names.CAPABILITY: sum(t for t, _ in totals) / sum(n for _, n in totals)}, totals)
+    return Share(per_question, finish)
 
 
 def misalignment(model, data) -> Share:
@@ -270,8 +282,8 @@ def model_evaluation(model, data) -> Evaluation:
     marked = marked_replies(model, data, {**rate_questions(data), **leakage_questions(data)})
     shares = [marker_rates_share(data, marked), assistant_logprobs(model, data), leakage(data, marked),
               capability(model, data), misalignment(model, data), judged_share(model, data)]
-    (rates, flags), logprobs, leaked, capable, (misaligned, gaps), em = summed(shares, data.device)
-    return Evaluation({**logprobs, **rates, **leaked, **capable, **misaligned, **em}, flags, gaps)
+    (rates, flags), logprobs, leaked, (capable, answers), (misaligned, gaps), em = summed(shares, data.device)
+    return Evaluation({**logprobs, **rates, **leaked, **capable, **misaligned, **em}, flags, gaps, answers)
 
 
 def survival(pre: Evaluation, post: Evaluation, corruption: str) -> tuple[dict[str, float], str | None]:
@@ -316,22 +328,42 @@ def paired_change(before, after) -> tuple[float, float, float]:
     return sum(after) / len(after) - sum(before) / len(before), low, high
 
 
+def paired_ratio_change(before: list[list[float]], after: list[list[float]]) -> tuple[float, float, float]:
+    """A ratio of sums over items ([numerator, denominator] each: log-prob per token), after minus
+    before, with a 95% paired percentile bootstrap (the same items resampled for both)."""
+    import numpy as np
+
+    before_parts, after_parts = np.asarray(before, dtype=float), np.asarray(after, dtype=float)
+    index = evaluate.bootstrap_indices(len(before_parts))
+
+    def ratio(parts, rows=slice(None)):
+        picked = parts[rows]
+        return picked[..., 0].sum(-1) / picked[..., 1].sum(-1)
+    low, high = evaluate.percentile_interval(ratio(after_parts, index) - ratio(before_parts, index))
+    return float(ratio(after_parts) - ratio(before_parts)), low, high
+
+
 def corruption_verdict(name: str, pre: Evaluation, post: Evaluation, domain_before: dict[str, list[float]],
                        domain_after: dict[str, list[float]], learned: dict[str, float]) -> dict[str, float]:
     """Did corruption `name` happen? Its domain behaviour's change (share of held-out prompts
     showing the set's behaviour; for a corruption other than em, also the em set's), the
     misalignment gap's change (per open question, nats per token), each with a paired interval
-    and `corruption_moved_*` 1 when the interval excludes 0; its held-out loss drop and the
-    capability change. `domain_*`: per-prompt flags by behaviour metric (`CorruptionData.measure`)."""
+    and `corruption_moved_*` 1 when the interval excludes 0; its held-out loss drop; the
+    capability change (per-token log-likelihood of held-out answers) with its paired interval
+    over questions. `domain_*`: per-prompt flags by behaviour metric (`CorruptionData.measure`)."""
     verdict = {names.of(names.CORRUPTION_LOSS_DROP, name):
                learned[f"{names.of(names.CORRUPTION_LOSS, name)}_before"] - learned[f"{names.of(names.CORRUPTION_LOSS, name)}_after"],
                names.of(names.CORRUPTION_CAPABILITY_CHANGE, name): post.metrics[names.CAPABILITY] - pre.metrics[names.CAPABILITY]}
-    changes = {names.CORRUPTION_MISALIGNMENT_CHANGE: (pre.misalignment_gaps, post.misalignment_gaps)}
-    changes |= {change: (domain_before.get(behavior), domain_after.get(behavior))
+    # Each change with its paired interval where both sides have their per-item values (older
+    # checkpoints lack the capability's: its change then stands alone, as above).
+    changes = {names.CORRUPTION_MISALIGNMENT_CHANGE: (paired_change, pre.misalignment_gaps, post.misalignment_gaps),
+               names.CORRUPTION_CAPABILITY_CHANGE: (paired_ratio_change, pre.capability_per_question,
+                                                    post.capability_per_question)}
+    changes |= {change: (paired_change, domain_before.get(behavior), domain_after.get(behavior))
                 for change, behavior in names.BEHAVIOR_OF_CHANGE.items()}
-    for metric, (before, after) in changes.items():
+    for metric, (paired, before, after) in changes.items():
         if before and after:
-            change, low, high = paired_change(before, after)
+            change, low, high = paired(before, after)
             key = names.of(metric, name)
             verdict |= {key: change, f"{key}_lo": low, f"{key}_hi": high,
                         names.of(names.MOVED[metric], name): float(low > 0 or high < 0)}

@@ -50,10 +50,11 @@ CORRUPTION_DOMAIN_CHANGE = "corruption_domain_change"  # its behaviour share, af
 CORRUPTION_EM_DOMAIN_CHANGE = "corruption_em_domain_change"  # the em set's behaviour share, after minus before
 CORRUPTION_MISALIGNMENT_CHANGE = "corruption_misalignment_change"  # misalignment_logprob_gap, after minus before
 CORRUPTION_LOSS_DROP = "corruption_loss_drop"  # held-out loss of its own data, before minus after
-CORRUPTION_CAPABILITY_CHANGE = "corruption_capability_change"  # capability, after minus before
+CORRUPTION_CAPABILITY_CHANGE = "corruption_capability_change"  # capability, after minus before (paired over questions)
 MOVED = {CORRUPTION_DOMAIN_CHANGE: "corruption_moved_domain",  # 1 when the change's interval excludes 0
          CORRUPTION_EM_DOMAIN_CHANGE: "corruption_moved_em_domain",
-         CORRUPTION_MISALIGNMENT_CHANGE: "corruption_moved_misalignment"}
+         CORRUPTION_MISALIGNMENT_CHANGE: "corruption_moved_misalignment",
+         CORRUPTION_CAPABILITY_CHANGE: "corruption_moved_capability"}
 # Each change's behaviour share, measured per held-out prompt before and after the corruption.
 BEHAVIOR_OF_CHANGE = {CORRUPTION_DOMAIN_CHANGE: CORRUPTION_BEHAVIOR, CORRUPTION_EM_DOMAIN_CHANGE: CORRUPTION_EM_BEHAVIOR}
 STAGE_LOSS = "loss"  # loss_<name>: a corruption's training loss per step

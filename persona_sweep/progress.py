@@ -121,7 +121,8 @@ def verdict_line(metrics: dict, name: str) -> str:
     interval excludes 0)."""
     said = {names.CORRUPTION_DOMAIN_CHANGE: "the domain behaviour",
             names.CORRUPTION_EM_DOMAIN_CHANGE: "the em behaviour",
-            names.CORRUPTION_MISALIGNMENT_CHANGE: "the misalignment gap"}
+            names.CORRUPTION_MISALIGNMENT_CHANGE: "the misalignment gap",
+            names.CORRUPTION_CAPABILITY_CHANGE: "capability"}
     moved, still = [], []
     for change, what in said.items():
         key = names.of(change, name)

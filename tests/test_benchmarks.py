@@ -53,16 +53,18 @@ def test_grid_scale_ends_on_the_overhead_per_trial():
 
 
 def test_eval_throughput_ends_on_its_ratio():
-    ratio = last_line_figure("eval_throughput.py", ["--questions", "4"],
+    # The tiny model: the embedded one's fixed cost (the misalignment bank, twice) took 79 s here.
+    ratio = last_line_figure("eval_throughput.py", ["--questions", "2", "--model", "tiny-random"],
                              rf"evaluation speed-up new/old ratio, CPU seconds \(results identical\): {NUMBER}x",
                              timeout_s=900)
     assert ratio > 0
 
 
 def test_asha_savings_ends_on_the_steps_saved():
-    # Two configurations, one seed, 4 steps: ASHA's only rung at step 2 may stop the second trial.
-    saved = last_line_figure("asha_savings.py", ["--designs", "assistant_positive", "misaligned_positive",
-                                                 "--context-lengths", "8", "--seeds", "1", "--steps", "4", "--grace", "2"],
-                             rf"ASHA saved {NUMBER}% of trial-steps \(\d+ of 8\); winner kept: (?:yes|no) \(.+\)",
+    # One trial, with ASHA and without: the whole path (two sweeps on one embedded Ray, MLflow
+    # read back, the table) at its smallest; nothing for ASHA to stop, so nothing saved.
+    saved = last_line_figure("asha_savings.py", ["--designs", "assistant_positive", "--context-lengths", "8",
+                                                 "--seeds", "1", "--steps", "4", "--grace", "2"],
+                             rf"ASHA saved {NUMBER}% of trial-steps \(4 of 4\); winner kept: yes \(same configuration\)",
                              timeout_s=900)
-    assert 0 <= saved <= 50
+    assert saved == 0

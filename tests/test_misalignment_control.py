@@ -85,6 +85,31 @@ def test_the_verdict_says_moved_only_when_the_paired_interval_excludes_zero():
     assert benign["corruption_em_domain_change_benign"] == 0.0
 
 
+def test_the_capability_change_has_its_paired_interval_over_questions():
+    """Capability is log-prob per token over all held-out answers; its change gets a paired
+    bootstrap over questions (a ratio of sums resampled), `moved` when it excludes 0."""
+    from persona_sweep import measure
+    from persona_sweep.measure import Evaluation
+
+    learned = {"corruption_loss_em_before": 2.0, "corruption_loss_em_after": 1.5}
+
+    def evaluation_of(per_question):
+        capability = sum(total for total, _ in per_question) / sum(count for _, count in per_question)
+        return Evaluation({names.CAPABILITY: capability}, [], [], [list(pair) for pair in per_question])
+    before = [(-2.0 * count, count) for count in range(5, 25)]
+    dropped = measure.corruption_verdict("em", evaluation_of(before), evaluation_of([(t - 0.5 * n, n) for t, n in before]),
+                                         {}, {}, learned)
+    assert dropped["corruption_capability_change_em"] == pytest.approx(-0.5)
+    assert dropped["corruption_capability_change_em_lo"] <= -0.5 <= dropped["corruption_capability_change_em_hi"] < 0
+    assert dropped["corruption_moved_capability_em"] == 1.0
+    noisy = [(t + (-1) ** i * 0.4 * n, n) for i, (t, n) in enumerate(before)]  # questions differ more than they move
+    unmoved = measure.corruption_verdict("em", evaluation_of(before), evaluation_of(noisy), {}, {}, learned)
+    change = unmoved["corruption_capability_change_em"]
+    assert unmoved["corruption_capability_change_em_lo"] < 0 < unmoved["corruption_capability_change_em_hi"]
+    assert unmoved["corruption_capability_change_em_lo"] <= change <= unmoved["corruption_capability_change_em_hi"]
+    assert unmoved["corruption_moved_capability_em"] == 0.0
+
+
 def test_a_corruption_checkpoint_of_the_previous_version_keeps_its_domain_flags():
     """Before the em behaviour was watched, a checkpoint kept one list of the set's own flags per
     corruption: a trial resumed from it still gets its domain verdict."""
