@@ -11,9 +11,11 @@ log-prob rises steadily and the designs differ.
 
 A configuration is a grid point without its seed; its seeds are the replicates. From the full
 grid: each configuration's mean final metric and a 95% t-interval over its seeds; the best
-configuration is the highest mean. ASHA's winner is the configuration of its best completed
-trial. It keeps the winner when that is the full grid's best, or when its full-grid mean lies
-inside the best configuration's interval (the grid cannot tell the two apart).
+configuration is the highest mean. ASHA's winner is chosen the same way from what it let
+finish: the configuration with the highest mean over its completed trials (a researcher
+comparing configurations over seeds; the single best trial is printed beside it). It keeps the
+winner when that is the full grid's best, or when its full-grid mean lies inside the best
+configuration's interval (the grid cannot tell the two apart).
 
 Trial-steps are the steps each trial trained, read from its MLflow run (a trial ASHA stops may
 train a little past its rung before Tune's stop lands: that is counted). Saved = 1 - ASHA's
@@ -143,14 +145,20 @@ def report(full: list[Trial], full_s: float, pruned: list[Trial], asha_s: float,
     grid = by_config(full)
     best = max(grid, key=lambda config: grid[config][0])
     completed = [t for t in pruned if t.final is not None]
-    asha_best = max(completed, key=lambda t: t.final).config
+    finished = by_config(completed)
+    asha_best = max(finished, key=lambda config: finished[config][0])
+    best_trial = max(completed, key=lambda t: t.final)
     kept = asha_best == best or grid[best][1] <= grid[asha_best][0]
     print(f"\n{len(full)} trials, {args.steps} steps each; ASHA: grace {args.grace}, reduction factor "
           f"{args.reduction_factor:g}, metric {METRIC}; two trials at a time")
-    print(f"{'design':<24} {'context':>7} {'full-grid mean [95% CI]':>30} {'ASHA completed':>15}")
+    print(f"{'design':<24} {'context':>7} {'full-grid mean [95% CI]':>30} {'full-grid seeds':>24} "
+          f"{'ASHA completed: n, mean':>24}")
     for config, (mean, low, high) in sorted(grid.items(), key=lambda item: -item[1][0]):
+        seeds = " ".join(f"{t.final:.2f}" for t in sorted(full, key=lambda t: t.seed) if t.config == config)
         done = sum(1 for t in completed if t.config == config)
-        print(f"{config[0]:<24} {config[1]:>7} {mean:>12.2f} [{low:>7.2f}, {high:>7.2f}] {done:>15}")
+        shown = f"{done}, {finished[config][0]:.2f}" if done else "0"
+        print(f"{config[0]:<24} {config[1]:>7} {mean:>12.2f} [{low:>7.2f}, {high:>7.2f}] {seeds:>24} {shown:>24}")
+    print(f"ASHA's best single trial: {best_trial.config} seed {best_trial.seed} ({best_trial.final:.2f})")
     print(f"wall time: full grid {full_s:.0f} s, ASHA {asha_s:.0f} s; trial-steps: full {full_steps}, ASHA {asha_steps}")
     verdict = ("same configuration" if asha_best == best else
                f"ASHA's {asha_best} within the best {best}'s interval" if kept else
