@@ -30,9 +30,7 @@ class SchedulerConfig(Section):
     metric: str = names.MARKER_SPECIFICITY  # checked against what the sweep's kind reports
     mode: Literal["max", "min"] = "max"
     grace_period: int = Field(10, gt=0)  # in training steps (ASHA's time attribute is train_step)
-    # Keep the top quarter at each rung (Ray's own default): at 2 (this default before),
-    # benchmarks/asha_savings.py's grid saved too little; see benchmarks/README.md.
-    reduction_factor: float = Field(4.0, gt=1.0)
+    reduction_factor: float = Field(2.0, gt=1.0)
 
 
 class SearchConfig(Section):
