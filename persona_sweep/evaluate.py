@@ -29,7 +29,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
     replies = [""] * len(prompts)
     for rows in length_sorted_batches(encoded, batch_size):
         batch = tokenizer.pad({"input_ids": [encoded[row] for row in rows]}, return_tensors="pt").to(device)
-        stopping = [reply_has(tokenizer, stop_at, batch["input_ids"].shape[1])] if stop_at else None
+        stopping = [reply_has(tokenizer, stop_at, batch["input_ids"].shape[1], device)] if stop_at else None
         with torch.no_grad():
             output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                     pad_token_id=tokenizer.pad_token_id, stopping_criteria=stopping)
@@ -39,16 +39,17 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
     return replies
 
 
-def reply_has(tokenizer, text: str, prompt_width: int):
-    """A row is done once its reply so far, decoded as the caller decodes it, contains `text`.
-    (transformers' `stop_strings` would also match text that starts in the prompt.)"""
+def reply_has(tokenizer, text: str, prompt_width: int, device):
+    """A row is done once its reply so far, decoded as the caller decodes it, contains `text`
+    (transformers' `stop_strings` would also match text that starts in the prompt). The flags
+    go to the worker's device, where generation keeps its own."""
     import torch
     from transformers import StoppingCriteria
 
     class ReplyHas(StoppingCriteria):
         def __call__(self, input_ids, scores, **kwargs):
             so_far = tokenizer.batch_decode(input_ids[:, prompt_width:], skip_special_tokens=True)
-            return torch.tensor([text in reply for reply in so_far], device=input_ids.device)
+            return torch.tensor([text in reply for reply in so_far], device=device)
 
     return ReplyHas()
 
