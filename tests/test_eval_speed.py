@@ -117,9 +117,9 @@ def a_word_some_replies_have(model, data) -> str:
 @pytest.mark.slow
 def test_model_evaluation_on_the_embedded_model_gives_the_reference_metrics():
     """A minute or two on 2 cores: the misalignment items' log-probs are a fixed cost. Then with
-    a marker the model does write in some replies: rows stop at it while others go on."""
+    a marker the model does write in some replies: rows stop at it while others go on (the
+    evaluation's every generated prompt, so its rates and flags are the full replies')."""
     model, data = model_and_data("embedded", questions=3)
     assert_same_evaluation(model, data)
     _, marked = model_and_data("embedded", questions=3, marker=a_word_some_replies_have(model, data))
     assert_stopped_at_the_marker(model, marked)
-    assert_same_evaluation(model, marked)
