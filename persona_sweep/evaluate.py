@@ -15,7 +15,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
     """Greedy replies, in the prompts' order. Prompts of similar token counts share a batch, so
     rows carry little left padding; a batch ends when all its rows have produced EOS.
 
-    With `stop_at`, a row also ends once that text is out (the reply then ends with it): for a
+    With `stop_at`, a row also ends once that text is out (with the token that completes it): for a
     question that is only whether the text appears, as the marker rates ask. Each reply is then
     the full greedy reply up to that point, and it contains `stop_at` exactly when the full one
     does: a finished row is still fed padding, so the other rows compute as they would have, and a
