@@ -202,8 +202,8 @@ def leakage(data, marked: dict) -> Share:
 def capability(model, data) -> Share:
     """Mean per-token log-likelihood of held-out reference answers as the Assistant, no trigger,
     and each question's [log-prob sum, token count] (every rank's, in question order)."""
-    count = len(held_out(data))
-    mine = own_share(data, held_out(data))
+    questions = held_out(data)
+    count, mine = len(questions), own_share(data, questions)
     prefixes = [data.prompt("assistant", q.text, False) for q in mine.values()]
     with evaluating(model):
         pairs = evaluate.continuation_logprobs(model, data.tokenizer, prefixes, [q.answer for q in mine.values()],
