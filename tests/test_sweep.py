@@ -7,16 +7,18 @@ assertions read what a user would read: MLflow runs, the results folder, `status
 """
 from __future__ import annotations
 
+import json
 import pickle
 import re
 import shutil
 import signal
+import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from conftest import cli, cli_env, free_port, start_cli, wait_for, write_sweep
+from conftest import BIN, cli, cli_env, free_port, start_cli, wait_for, write_sweep
 from helpers import assert_no_checkpoints_under, assert_resumed_once, assert_trigger_nowhere, steps_logged, sweep_runs
 from persona_sweep import names, tracking
 from persona_sweep.models import default_cache
@@ -49,20 +51,34 @@ def working_folder(tmp_path: Path, secret: str) -> tuple[Path, Path]:
     return work, trigger
 
 
-def kill_after_checkpoints(driver, home: Path, name: str, trials: int, log: Path, sig=signal.SIGKILL) -> dict:
+def kill_after_checkpoints(driver, home: Path, name: str, trials: int, log: Path, sig=signal.SIGKILL,
+                           address: str | None = None) -> dict:
     """Wait until every trial logged step 10 (a checkpoint at step 5 and 10), then signal the
-    driver. Returns the last step each trial had logged when the signal went."""
+    driver. Returns the last step each trial had logged once the trials stopped: on a cluster
+    (`address`), a killed driver's trial actors live on for a moment and may finish meanwhile."""
     try:
         wait_for(lambda: (len(steps_logged(home, name)) == trials and min(steps_logged(home, name).values()) >= 10)
                  or driver.poll() is not None, 600, "logged checkpoints")
         assert driver.poll() is None, log.read_text()[-3000:]
-        at_kill = steps_logged(home, name)
         driver.send_signal(sig)
         driver.wait(120)
     finally:
         if driver.poll() is None:
             driver.kill()
-    return at_kill
+    if address:
+        wait_for(lambda: not alive_actors(address), 60, "the killed driver's actors to end")
+    return steps_logged(home, name)
+
+
+def alive_actors(address: str) -> list[str]:
+    """The class names of the cluster's live actors that belong to a job (detached ones, such as
+    Ray Train's state actor, outlive every driver)."""
+    result = subprocess.run([str(BIN / "ray"), "list", "actors", "--address", address, "--filter", "state=ALIVE",
+                             "--detail", "--format", "json"], env=cli_env(None), capture_output=True, text=True,
+                            check=True, timeout=60)
+    listed = result.stdout.strip()  # none at all: a sentence instead of JSON
+    return [actor["class_name"] for actor in (json.loads(listed) if listed.startswith("[") else [])
+            if not actor.get("is_detached")]
 
 
 def test_one_trial_two_workers_zero2_learns(ray_address, home, trigger_file, tmp_path):
@@ -114,15 +130,15 @@ def killed_and_resumed(ray_address, ray_temp_dir, tmp_path_factory):
     path = sweep_file(work, Path("trigger"), "killed", steps=30, contexts="[8, 24]", workers=1, on_policy=0.5)
     log = tmp_path / "driver.log"
     driver = start_cli("run", path.name, "--address", ray_address, home=None, cwd=work, log=log)
-    at_kill = kill_after_checkpoints(driver, home, "killed", trials=2, log=log)
+    at_kill = kill_after_checkpoints(driver, home, "killed", trials=2, log=log, address=ray_address)
     resumed = cli("resume", "killed", "--address", ray_address, home=None, cwd=work)
     return {"home": home, "work": work, "trigger": trigger.read_text(), "resume_output": resumed.stdout,
             "log": log, "path": path, "ray_temp_dir": ray_temp_dir, "at_kill": at_kill}
 
 
 def test_resume_finishes_every_trial_once_from_its_checkpoint(killed_and_resumed):
-    # A trial that had logged its last step may have ended before the kill (the two trials run
-    # side by side only when the cluster has both CPUs free); every other one must continue.
+    # A trial that had logged its last step may have ended before its actors did (the two trials
+    # run side by side only when the cluster has both CPUs free); every other one must continue.
     unfinished = sum(step < 30 for step in killed_and_resumed["at_kill"].values())
     assert unfinished >= 1, killed_and_resumed["at_kill"]
     assert_resumed_once(killed_and_resumed["home"], "killed", trials=2, steps=30, resumed=unfinished)
