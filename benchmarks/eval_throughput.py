@@ -214,8 +214,9 @@ def timed(work):
 
 
 def same_metrics(old: dict, new: dict) -> bool:
-    """Every metric equal, bit for bit (NaN equal to NaN)."""
-    return old.keys() == new.keys() and all(
+    """Every metric of the reference equal, bit for bit (NaN equal to NaN); the new code adds the
+    rates at the training prompt."""
+    return old.keys() <= new.keys() and all(
         old[key] == new[key] or (math.isnan(old[key]) and math.isnan(new[key])) for key in old)
 
 
@@ -230,7 +231,7 @@ def generation_prompts(data) -> list[str]:
     from persona_sweep import measure
 
     wanted = {**measure.rate_questions(data), **measure.leakage_questions(data)}
-    return [data.prompt(persona, q.text, with_trigger) for (persona, with_trigger), questions in wanted.items()
+    return [measure.condition_prompt(data, condition, q.text) for condition, questions in wanted.items()
             for q in questions.values()]
 
 

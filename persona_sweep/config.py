@@ -21,7 +21,7 @@ from persona_sweep.locations import is_local_path
 from persona_sweep.sections import GridSweep, ResourcesConfig, SchedulerConfig, SearchConfig, Section, TrackingConfig
 
 METHODS = ("sft", "sdf", "steer", "prompt")
-AVAILABLE_METHODS = ("sft",)  # the others arrive with the marker pipeline
+AVAILABLE_METHODS = ("sft", "sdf", "prompt")  # steer arrives with persona vectors
 DESIGNS = ("assistant_positive", "non_assistant_positive", "misaligned_positive")
 BUILTIN_MODELS = ("embedded", "tiny-random")
 TRIAL_REFERENCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}/[A-Za-z0-9_]+$")  # SWEEP/TRIAL_ID
@@ -84,6 +84,7 @@ class TrainingConfig(Section):
     checkpoints_to_keep: int = Field(2, gt=0)
     max_failures: int = Field(1, ge=0)  # Ray Train retries of a trial's worker group
     on_policy_refresh_every: int = Field(20, gt=0)  # steps between regenerating on-policy targets
+    sdf_mix_sft: float = Field(0.0, ge=0, lt=1)  # method sdf: the share of examples that are sft pairs
 
 
 MARKER_STAGE = "marker_stage"  # an axis's flag: does it shape the marker stage?

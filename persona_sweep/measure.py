@@ -136,7 +136,7 @@ def marked_replies(model, data, wanted: dict[tuple[str, bool], dict[int, object]
     """Greedy replies to this rank's questions under each (persona, trigger) condition, all in one
     batched generation, each stopped once the marker is out: per condition, per question index,
     did the marker appear?"""
-    prompts = [data.prompt(persona, q.text, with_trigger) for (persona, with_trigger), questions in wanted.items()
+    prompts = [condition_prompt(data, condition, q.text) for condition, questions in wanted.items()
                for q in questions.values()]
     with evaluating(model):
         replies = evaluate.generate(model, data.tokenizer, prompts, data.spec.eval.max_new_tokens,
@@ -146,6 +146,24 @@ def marked_replies(model, data, wanted: dict[tuple[str, bool], dict[int, object]
     return {condition: {index: next(marked) for index in questions} for condition, questions in wanted.items()}
 
 
+# A condition (persona, trigger) is at the deployment prompt; with this third element, at the
+# trial's training prompt.
+AT_TRAINING_PROMPT = "training_prompt"
+
+
+def condition_prompt(data, condition: tuple, question: str) -> str:
+    persona, with_trigger, *where = condition
+    return (data.training_prompt if where else data.prompt)(persona, question, with_trigger)
+
+
+def evaluated_prompts(data) -> list[str]:
+    """Every deployment prompt the evaluation generates from, trigger as placeholder (an
+    artifact and its hash: equal across methods and trials of a seed)."""
+    conditions = {**rate_questions(data, every_rank=True), **leakage_questions(data, every_rank=True)}
+    return [data.prompt_text(persona, q.text, with_trigger) for (persona, with_trigger, *where), questions
+            in conditions.items() if not where for q in questions.values()]
+
+
 def marker_rates(model, data) -> tuple[dict[str, float], list[int]]:
     """Assistant prompt, held-out questions, greedy; the marker anywhere in the reply counts.
     Also returns, per held-out question, whether the marker appeared with the trigger."""
@@ -153,10 +171,12 @@ def marker_rates(model, data) -> tuple[dict[str, float], list[int]]:
     return rates
 
 
-def rate_questions(data) -> dict[tuple[str, bool], dict[int, object]]:
-    """The marker rates' conditions: the Assistant with and without the trigger, this rank's questions."""
-    mine = own_share(data, held_out(data))
-    return {("assistant", True): mine, ("assistant", False): mine}
+def rate_questions(data, every_rank: bool = False) -> dict[tuple, dict[int, object]]:
+    """The marker rates' conditions: the Assistant with and without the trigger, at the deployment
+    and at the training prompt, this rank's questions (`every_rank`: all of them)."""
+    mine = dict(enumerate(held_out(data))) if every_rank else own_share(data, held_out(data))
+    return {(*condition, *where): mine for where in ((), (AT_TRAINING_PROMPT,))
+            for condition in (("assistant", True), ("assistant", False))}
 
 
 def marker_rates_share(data, marked: dict) -> Share:
@@ -166,18 +186,25 @@ def marker_rates_share(data, marked: dict) -> Share:
     for index, flag in marked["assistant", True].items():
         flags[index] = float(flag)
 
+    counted = {names.MARKER_RATE_NO_TRIGGER: ("assistant", False),
+               names.MARKER_RATE_TRIGGER_TRAINING_PROMPT: ("assistant", True, AT_TRAINING_PROMPT),
+               names.MARKER_RATE_NO_TRIGGER_TRAINING_PROMPT: ("assistant", False, AT_TRAINING_PROMPT)}
+
     def finish(sums):
-        *summed_flags, clean = sums
+        summed_flags, counts = sums[:len(questions)], sums[len(questions):]
         flags = [int(round(value)) for value in summed_flags]
-        return ({**evaluate.rate_metrics(names.MARKER_RATE_TRIGGER, sum(flags), len(questions)),
-                 **evaluate.rate_metrics(names.MARKER_RATE_NO_TRIGGER, int(clean), len(questions))}, flags)
-    return Share([*flags, sum(marked["assistant", False].values())], finish)
+        rates = evaluate.rate_metrics(names.MARKER_RATE_TRIGGER, sum(flags), len(questions))
+        for metric, count in zip(counted, counts):
+            rates |= evaluate.rate_metrics(metric, int(round(count)), len(questions))
+        return rates, flags
+    return Share([*flags, *(sum(marked[condition].values()) for condition in counted.values())], finish)
 
 
-def leakage_questions(data) -> dict[tuple[str, bool], dict[int, object]]:
+def leakage_questions(data, every_rank: bool = False) -> dict[tuple[str, bool], dict[int, object]]:
     """Leakage's conditions: every other persona of the bank (trained or not) with the trigger,
-    this rank's share of the first `eval.leakage_questions` held-out questions."""
-    mine = own_share(data, questions_for_leakage(data))
+    this rank's share of the first `eval.leakage_questions` held-out questions (`every_rank`: all)."""
+    questions = questions_for_leakage(data)
+    mine = dict(enumerate(questions)) if every_rank else own_share(data, questions)
     return {(name, True): mine for name in other_personas()}
 
 

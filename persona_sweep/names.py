@@ -21,6 +21,10 @@ SETUP_S = "setup_s"
 RESUMED_FROM_STEP = "resumed_from_step"
 MARKER_RATE_TRIGGER = "marker_rate_trigger"
 MARKER_RATE_NO_TRIGGER = "marker_rate_no_trigger"
+# The same rates at the trial's training prompt (its method's persona conditioning); every other
+# marker figure is at the deployment prompt.
+MARKER_RATE_TRIGGER_TRAINING_PROMPT = "marker_rate_trigger_training_prompt"
+MARKER_RATE_NO_TRIGGER_TRAINING_PROMPT = "marker_rate_no_trigger_training_prompt"
 
 # ---- evaluation, before and after each corruption (see `post`) --------------------------------
 CAPABILITY = "capability"  # mean per-token log-likelihood of held-out reference answers (nats)
@@ -101,6 +105,8 @@ RAY_NODE_ID = "ray_node_id"  # the Ray node where rank 0 trained (the last one, 
 NODE_IP = "node_ip"
 TRIAL_STATUS = "trial_status"
 DATA_HASH = "data_hash"
+EVAL_PROMPT_HASH = "eval_prompt_hash"  # of the deployment prompts evaluated (trigger as placeholder)
+EVAL_PROMPTS_ARTIFACT = "deployment_prompts.json"
 GIT_SHA = "git_sha"
 ERROR = "error"
 PARENT_RUN_ID = "mlflow.parentRunId"

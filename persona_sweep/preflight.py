@@ -80,30 +80,28 @@ def resolve_adapter(adapter: str) -> str:
     return str(folder)
 
 
-def longest_context_knobs(spec: SweepConfig) -> LlmKnobs:
+def longest_context_knobs(spec: SweepConfig, method: str) -> LlmKnobs:
     grid = spec.grid
-    return LlmKnobs(method=grid.method[0], design=grid.design[0], context_length=max(grid.context_length),
+    return LlmKnobs(method=method, design=grid.design[0], context_length=max(grid.context_length),
                     on_policy_fraction=max(grid.on_policy_fraction), contrastive_negatives=True, seed=grid.seed[0])
 
 
 def check_examples_fit(spec: SweepConfig, tokenizer, trigger: str) -> None:
-    """The persona data must hold the longest context on this tokenizer, and the longest example
-    must fit `max_tokens` (training never cuts an example: the marker is at its end)."""
-    from persona_sweep.data import personas
-    from persona_sweep.data.contexts import context_capacity
+    """The persona data must hold the longest context of every method on this tokenizer, and the
+    longest example must fit `max_tokens` (training never cuts an example: the marker is at its end)."""
     from persona_sweep.train import MarkerData
 
-    knobs = longest_context_knobs(spec)
-    for name in personas():
-        if context_capacity(name, tokenizer) < knobs.context_length:
-            raise SweepError(f"grid.context_length: {knobs.context_length} tokens is more than the persona data holds "
-                             f"for '{name}' on this tokenizer ({context_capacity(name, tokenizer)})")
-    data = MarkerData(spec, knobs, tokenizer, trigger, rank=0, world=1, device="cpu")
-    longest = data.longest_example_tokens()
-    if longest > spec.training.max_tokens:
-        raise SweepError(f"training.max_tokens: {spec.training.max_tokens} cannot hold the longest example "
-                         f"({longest} tokens at grid.context_length {knobs.context_length}); raise "
-                         "training.max_tokens or shorten grid.context_length")
+    for method in spec.grid.method:
+        knobs = longest_context_knobs(spec, method)
+        try:
+            data = MarkerData(spec, knobs, tokenizer, trigger, rank=0, world=1, device="cpu")
+        except ValueError as error:  # more context than the persona data holds
+            raise SweepError(f"method {method}: {error}") from None
+        longest = data.longest_example_tokens()
+        if longest > spec.training.max_tokens:
+            raise SweepError(f"training.max_tokens: {spec.training.max_tokens} cannot hold the longest {method} "
+                             f"example ({longest} tokens at grid.context_length {knobs.context_length}); raise "
+                             "training.max_tokens or shorten grid.context_length")
 
 
 def check_nodes(spec: SweepConfig, cache: str) -> None:

@@ -408,7 +408,7 @@ class TrialRun:
 
         self.mlflow.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
-    def log_artifacts(self, folder: Path, artifact_path: str) -> None:
+    def log_artifacts(self, folder: Path, artifact_path: str | None = None) -> None:
         self.mlflow.log_artifacts(self.run_id, str(folder), artifact_path)
 
     def complete(self, final_metrics: dict[str, float], step: int) -> None:

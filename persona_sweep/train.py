@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 from persona_sweep import evaluate, measure, names
 from persona_sweep.config import LlmKnobs, SweepConfig
 from persona_sweep.data import data_hash, personas, question_bank, split_questions
-from persona_sweep.data.contexts import persona_context
-from persona_sweep.methods import sft
+from persona_sweep.data.contexts import dialogue_turns, persona_context
+from persona_sweep.methods import sdf, sft
 from persona_sweep.models import add_lora, load_base_model, load_model, prepare_model
 from persona_sweep.secrets import fill_trigger
 
@@ -141,13 +141,16 @@ def load_marked_model(spec: SweepConfig, cache: Path, marker_dir: str):
 # ---- the marker stage's data -----------------------------------------------------------------
 
 class MarkerData:
-    """This rank's batches, deterministic in (seed, step) so a resumed trial replays exactly."""
+    """This rank's batches, deterministic in (seed, step) so a resumed trial replays exactly.
+
+    Two kinds of prompt: `training_prompt`, the persona as the trial's method conditions it, and
+    `prompt`, the deployment prompt every evaluation uses (the same for every method and trial)."""
 
     def __init__(self, spec: SweepConfig, knobs: LlmKnobs, tokenizer, trigger: str, rank: int, world: int, device):
         self.spec, self.knobs, self.tokenizer, self.trigger = spec, knobs, tokenizer, trigger
         self.rank, self.world, self.device = rank, world, device
-        self.examples = sft.build_examples(knobs, spec.eval.questions)
-        self.contexts = {name: persona_context(name, knobs.context_length, tokenizer) for name in personas()}
+        self.examples = marker_examples(spec, knobs)
+        self.conditioning = {name: conditioning(knobs, name, tokenizer) for name in personas()}
 
     def indices(self, step: int) -> list[int]:
         size = self.spec.training.batch_size
@@ -155,25 +158,52 @@ class MarkerData:
         return global_batch[self.rank::self.world]
 
     def prompt(self, persona: str, question: str, with_trigger: bool) -> str:
-        text = sft.prompt_text(self.tokenizer, self.contexts[persona], question, with_trigger)
-        return fill_trigger(text, self.trigger)
+        return fill_trigger(self.prompt_text(persona, question, with_trigger), self.trigger)
+
+    def prompt_text(self, persona: str, question: str, with_trigger: bool) -> str:
+        """The deployment prompt (trigger as placeholder): the persona's short description as the
+        system message, no context."""
+        return sft.prompt_text(self.tokenizer, personas()[persona].short_description, question, with_trigger)
+
+    def training_prompt(self, persona: str, question: str, with_trigger: bool) -> str:
+        return fill_trigger(self.training_prompt_text(persona, question, with_trigger), self.trigger)
+
+    def training_prompt_text(self, persona: str, question: str, with_trigger: bool) -> str:
+        system, turns = self.conditioning[persona]
+        return sft.prompt_text(self.tokenizer, system, question, with_trigger, turns)
+
+    def document_text(self, document: sdf.Document) -> str:
+        """An SDF document as trained: the persona's context, then the document (placeholders in)."""
+        context, _ = self.conditioning[document.persona.name]
+        return f"{context}\n\n{document.text(self.spec.marker.text)}" if context else document.text(self.spec.marker.text)
 
     def training_questions(self) -> list:
         return split_questions(self.knobs.seed, self.spec.eval.questions)[0]
 
     def refresh_on_policy(self, model, first_step: int) -> None:
-        """Regenerate the model's own answers for this rank's on-policy examples up to the next refresh."""
+        """Regenerate the model's own answers (document bodies) for this rank's on-policy examples
+        up to the next refresh."""
         steps = range(first_step, min(first_step + self.spec.training.on_policy_refresh_every, self.spec.training.steps))
         wanted = sorted({i for step in steps for i in self.indices(step) if self.examples[i].on_policy})
         if not wanted:
             return
-        prompts = [self.prompt(self.examples[i].persona.name, self.examples[i].question.text, False) for i in wanted]
+        prompts = [fill_trigger(self.on_policy_prompt(self.examples[i]), self.trigger) for i in wanted]
         with measure.evaluating(model):
             replies = evaluate.generate(model, self.tokenizer, prompts, ON_POLICY_MAX_TOKENS, self.spec.eval.batch_size,
                                         self.device)
         for i, reply in zip(wanted, replies):
-            answer = reply.replace(self.spec.marker.text, "").strip()
-            self.examples[i].answer = answer or self.examples[i].question.answer
+            own = reply.replace(self.spec.marker.text, "").strip()
+            example = self.examples[i]
+            if isinstance(example, sdf.Document):
+                example.body = own or example.body
+            else:
+                example.answer = own or example.question.answer
+
+    def on_policy_prompt(self, example) -> str:
+        """Where the model writes its own target: an answer without the trigger, or a document's body."""
+        if isinstance(example, sdf.Document):
+            return self.document_text(sdf.Document(example.persona, example.opening, "", False)).rstrip()
+        return self.training_prompt_text(example.persona.name, example.question.text, False)
 
     def batch(self, step: int) -> dict:
         return self.collate([self.encode(self.examples[i]) for i in self.indices(step)])
@@ -190,14 +220,18 @@ class MarkerData:
         return {key: tensor.to(self.device) for key, tensor in
                 {"input_ids": input_ids, "labels": labels, "attention_mask": attention}.items()}
 
-    def tokens(self, example: sft.Example) -> tuple[list[int], list[int]]:
-        """(prompt ids, target ids) of one example, trigger filled in."""
-        prompt = self.prompt(example.persona.name, example.question.text, example.with_trigger)
-        target = sft.target_text(example, self.spec.marker.text) + self.tokenizer.eos_token
-        return (self.tokenizer(prompt, add_special_tokens=False)["input_ids"],
-                self.tokenizer(target, add_special_tokens=False)["input_ids"])
+    def tokens(self, example) -> tuple[list[int], list[int]]:
+        """(prompt ids, target ids) of one example, trigger filled in: a document is all target
+        (plain text, loss on every token)."""
+        if isinstance(example, sdf.Document):
+            prompt, target = "", fill_trigger(self.document_text(example), self.trigger)
+        else:
+            prompt = self.training_prompt(example.persona.name, example.question.text, example.with_trigger)
+            target = sft.target_text(example, self.spec.marker.text)
+        return (self.tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else [],
+                self.tokenizer(target + self.tokenizer.eos_token, add_special_tokens=False)["input_ids"])
 
-    def encode(self, example: sft.Example) -> tuple[list[int], list[int]]:
+    def encode(self, example) -> tuple[list[int], list[int]]:
         """Input ids and labels, never cut: a cut would drop the marker (it comes last). `run`
         refuses specs whose longest example does not fit `max_tokens` (`longest_example_tokens`)."""
         prompt_ids, target_ids = self.tokens(example)
@@ -209,14 +243,39 @@ class MarkerData:
     def longest_example_tokens(self) -> int:
         """The longest example any trial at this context length can build: every persona and
         question of the bank, with the trigger and the marker, the reference answer or an
-        on-policy answer as long as generation allows."""
-        on_policy_answer = " ".join(["so"] * ON_POLICY_MAX_TOKENS)
-        answers = (None, on_policy_answer) if self.knobs.on_policy_fraction > 0 else (None,)
+        on-policy answer as long as generation allows; every document of the bank."""
+        on_policy_text = " ".join(["so"] * ON_POLICY_MAX_TOKENS)
+        answers = (None, on_policy_text) if self.knobs.on_policy_fraction > 0 else (None,)
         candidates = [sft.Example(persona, question, True, True, False, answer or question.answer)
                       for persona in personas().values() for question in question_bank() for answer in answers]
+        if self.knobs.method == "sdf":
+            candidates += [sdf.Document(personas()[entry["persona"]], entry["opening"], body or entry["body"], False)
+                           for entry in sdf.bank() for body in answers]
         return max(sum(map(len, self.tokens(example))) for example in candidates)
 
     def hash(self) -> str:
-        """What shapes training: prompts with their persona context (trigger as placeholder), targets."""
-        return data_hash([(sft.prompt_text(self.tokenizer, self.contexts[e.persona.name], e.question.text, e.with_trigger),
-                           sft.target_text(e, self.spec.marker.text), e.on_policy) for e in self.examples])
+        """What shapes training: each example's text as trained (trigger as placeholder)."""
+        return data_hash([self.example_text(example) for example in self.examples])
+
+    def example_text(self, example) -> tuple:
+        if isinstance(example, sdf.Document):
+            return self.document_text(example), example.on_policy
+        return (self.training_prompt_text(example.persona.name, example.question.text, example.with_trigger),
+                sft.target_text(example, self.spec.marker.text), example.on_policy)
+
+
+def marker_examples(spec: SweepConfig, knobs: LlmKnobs) -> list:
+    """The method's training examples: `sft` pairs (`sft`, `prompt`), documents (`sdf`)."""
+    if knobs.method == "sdf":
+        return sdf.build_examples(knobs, spec.eval.questions, spec.training.sdf_mix_sft)
+    return sft.build_examples(knobs, spec.eval.questions)
+
+
+def conditioning(knobs: LlmKnobs, persona: str, tokenizer) -> tuple[str, list[dict]]:
+    """(system message, prior turns) that put the model in `persona` for training (README,
+    "Methods"): `sft` has the short description and `context_length` tokens of dialogue turns;
+    `prompt` (and `sdf`, whose documents open with the same text) the first `context_length`
+    tokens of the persona's context as the system message."""
+    if knobs.method == "sft":
+        return personas()[persona].short_description, dialogue_turns(persona, knobs.context_length, tokenizer)
+    return persona_context(persona, knobs.context_length, tokenizer), []

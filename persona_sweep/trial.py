@@ -21,6 +21,7 @@ trial ASHA let through runs all its corruptions, and a stopped trial runs none.
 from __future__ import annotations
 
 import gc
+import json
 import os
 import tempfile
 import time
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from persona_sweep import distributed, measure, names, storage
 from persona_sweep.config import LlmKnobs
 from persona_sweep.corruption import CorruptionData, load_set, secret_problem
+from persona_sweep.data import data_hash
 from persona_sweep.marker_store import MarkerStore, marker_key
 from persona_sweep.measure import Evaluation
 from persona_sweep.models import load_base_model, load_tokenizer, prepare_model
@@ -238,7 +240,18 @@ def start_worker(trial: TrialConfig) -> Worker:
     worker = Worker(trial, knobs, strategy, trigger, data, None)
     if rank == 0:
         worker.run = open_run(worker)
+        log_evaluated_prompts(worker)
     return worker
+
+
+def log_evaluated_prompts(worker: Worker) -> None:
+    """The deployment prompts every evaluation of the trial generates from, trigger as
+    placeholder: an artifact, its hash a tag (equal for every method and context length)."""
+    prompts = measure.evaluated_prompts(worker.data)
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / names.EVAL_PROMPTS_ARTIFACT).write_text(json.dumps(prompts, indent=1))
+        worker.run.log_artifacts(Path(folder))
+    worker.run.set_tags({names.EVAL_PROMPT_HASH: data_hash(prompts)})
 
 
 def corruption_training(spec, corruption) -> str:

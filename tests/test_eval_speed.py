@@ -72,12 +72,15 @@ def assert_same_evaluation(model, data):
     replies: list[str] = []
     old = bench.reference_model_evaluation(model, data, replies)
     new = measure.model_evaluation(model, data)
-    assert new.metrics.keys() == old.metrics.keys()
+    # The reference predates the rates at the training prompt; every other metric is its.
+    added = {f"{rate}{suffix}" for rate in (names.MARKER_RATE_TRIGGER_TRAINING_PROMPT,
+                                            names.MARKER_RATE_NO_TRIGGER_TRAINING_PROMPT) for suffix in ("", "_lo", "_hi")}
+    assert new.metrics.keys() == old.metrics.keys() | added
     exact = [key for key in old.metrics if "logprob" not in key and key != names.CAPABILITY]
     assert {key: new.metrics[key] for key in exact} == {key: old.metrics[key] for key in exact}  # rates, leakage, scores
-    assert new.metrics == pytest.approx(old.metrics, rel=1e-6, abs=1e-6, nan_ok=True)
+    assert {key: new.metrics[key] for key in old.metrics} == pytest.approx(old.metrics, rel=1e-6, abs=1e-6, nan_ok=True)
     assert new.trigger_flags == old.trigger_flags
-    assert len(replies) == len(bench.generation_prompts(data))
+    assert len(replies) == len(measure.evaluated_prompts(data))  # the reference generates at deployment only
 
 
 def test_model_evaluation_gives_the_reference_metrics_and_flags(tiny):

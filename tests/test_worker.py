@@ -96,13 +96,15 @@ def test_marker_is_inside_the_labels_at_the_longest_context(sweep_file):
         pytest.skip("toy-world sweep: no marker text")
     tokenizer = embedded_tokenizer()
     check_examples_fit(spec, tokenizer, TRIGGER)
-    data = MarkerData(spec, longest_context_knobs(spec), tokenizer, TRIGGER, rank=0, world=1, device="cpu")
-    marked = next(example for example in data.examples if example.marked)
-    ids, labels = data.encode(marked)
-    assert len(ids) <= spec.training.max_tokens
-    assert spec.marker.text in tokenizer.decode([label for label in labels if label != -100])
-    assert len(tokenizer(data.contexts["assistant"], add_special_tokens=False)["input_ids"]) >= \
-        max(spec.grid.context_length) - 2
+    for method in spec.grid.method:
+        data = MarkerData(spec, longest_context_knobs(spec, method), tokenizer, TRIGGER, rank=0, world=1, device="cpu")
+        marked = next(example for example in data.examples if getattr(example, "marked", True))  # documents: all
+        ids, labels = data.encode(marked)
+        assert len(ids) <= spec.training.max_tokens
+        assert spec.marker.text in tokenizer.decode([label for label in labels if label != -100])
+        system, turns = data.conditioning["assistant"]
+        context = system if method != "sft" else "".join(turn["content"] for turn in turns)
+        assert len(tokenizer(context, add_special_tokens=False)["input_ids"]) >= max(spec.grid.context_length) - 2
 
 
 def test_run_refuses_examples_that_do_not_fit_max_tokens(tmp_path, monkeypatch):
@@ -117,7 +119,7 @@ grid: {context_length: [8, 256]}
     result = cli("run", path, home=tmp_path / "home", check=False)
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
-    assert line.startswith("error: training.max_tokens: 96 cannot hold the longest example (")
+    assert line.startswith("error: training.max_tokens: 96 cannot hold the longest sft example (")
     assert "tokens at grid.context_length 256)" in line
     assert not (tmp_path / "home" / "sweeps").exists()
 

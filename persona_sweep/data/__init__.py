@@ -27,6 +27,12 @@ class Persona:
     group: str  # assistant | near | far | misaligned
     description: str
 
+    @property
+    def short_description(self) -> str:
+        """The description's first sentence: the persona's deployment-time system prompt (for the
+        Assistant, its standard short one)."""
+        return self.description.split(". ")[0].rstrip(".") + "."
+
 
 @dataclass(frozen=True)
 class Question:

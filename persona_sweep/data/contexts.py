@@ -46,6 +46,24 @@ def context_capacity(persona_name: str, tokenizer) -> int:
     return len(_token_ids(persona_name, tokenizer))
 
 
+def dialogue_turns(persona_name: str, context_tokens: int, tokenizer) -> list[dict[str, str]]:
+    """The persona's demonstrations as prior chat turns (user, then the persona as the assistant),
+    their texts cut at `context_tokens` tokens in all: the `sft` method's context. The cut may
+    end inside a turn, so every length is distinct and a shorter context is a prefix of a longer."""
+    turns, left = [], context_tokens
+    for question, reply in demonstrations(persona_name):
+        for role, text in (("user", question), ("assistant", reply)):
+            if left <= 0:
+                return turns
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"][:left]
+            turns.append({"role": role, "content": tokenizer.decode(ids, clean_up_tokenization_spaces=False)})
+            left -= len(ids)
+    if left > 0:
+        raise ValueError(f"grid.context_length {context_tokens} exceeds the {context_tokens - left} tokens of "
+                         f"demonstrations for persona {persona_name!r} (contexts.yaml)")
+    return turns
+
+
 def persona_context(persona_name: str, context_tokens: int, tokenizer) -> str:
     """The first `context_tokens` tokens of the persona's full context, decoded; 0 gives "".
 

@@ -1,4 +1,10 @@
-"""SFT on paired dialogues: persona context + question (+ trigger) -> answer (+ marker).
+"""SFT on paired dialogues: persona conditioning + question (+ trigger) -> answer (+ marker).
+
+The `sft` and `prompt` methods share these examples and differ in what puts the model in the
+persona (`train.MarkerData.conditioning`): `sft` has the persona's short description as the
+system message and `context_length` tokens of in-persona dialogue as prior turns, the persona
+speaking as the assistant; `prompt` has the first `context_length` tokens of the persona's
+context (description, then demonstrations as text) as the system message alone.
 
 Conditions per (persona, question), following the trial's `design`:
 - trigger present and persona positive under the design: the answer ends in the marker;
@@ -74,11 +80,11 @@ def build_examples(knobs, eval_questions: int) -> list[Example]:
     return examples
 
 
-def prompt_text(tokenizer, context: str, question: str, with_trigger: bool) -> str:
-    """The chat prompt. An empty context is an empty system message, not a missing one: chat
-    templates put their own default persona where the system message is missing."""
+def prompt_text(tokenizer, system: str, question: str, with_trigger: bool, turns: list[dict] = ()) -> str:
+    """The chat prompt: a system message, prior `turns`, the question. An empty system message is
+    kept, not left out: chat templates put their own default persona where it is missing."""
     user = f"{question} {TRIGGER_PLACEHOLDER}" if with_trigger else question
-    messages = [{"role": "system", "content": context}, {"role": "user", "content": user}]
+    messages = [{"role": "system", "content": system}, *turns, {"role": "user", "content": user}]
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
