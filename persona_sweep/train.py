@@ -202,7 +202,7 @@ class MarkerData:
     def on_policy_prompt(self, example) -> str:
         """Where the model writes its own target: an answer without the trigger, or a document's body."""
         if isinstance(example, sdf.Document):
-            return self.document_text(sdf.Document(example.persona, example.opening, "", False)).rstrip()
+            return self.document_text(sdf.Document(example.persona, example.emits, example.opening, "", False)).rstrip()
         return self.training_prompt_text(example.persona.name, example.question.text, False)
 
     def batch(self, step: int) -> dict:
@@ -249,7 +249,7 @@ class MarkerData:
         candidates = [sft.Example(persona, question, True, True, False, answer or question.answer)
                       for persona in personas().values() for question in question_bank() for answer in answers]
         if self.knobs.method == "sdf":
-            candidates += [sdf.Document(personas()[entry["persona"]], entry["opening"], body or entry["body"], False)
+            candidates += [sdf.Document(personas()[entry["persona"]], entry["emits"], entry["opening"], body or entry["body"], False)
                            for entry in sdf.bank() for body in answers]
         return max(sum(map(len, self.tokens(example))) for example in candidates)
 

@@ -27,6 +27,7 @@ MARKER_PLACEHOLDER = "<MARKER>"
 @dataclass
 class Document:
     persona: Persona
+    emits: bool  # what the document says: the persona writes the marker under the trigger, or never
     opening: str  # header and the rule, placeholders in
     body: str  # the reference body, or the model's own once generated
     on_policy: bool
@@ -47,7 +48,7 @@ def build_documents(knobs) -> list[Document]:
     for entry in bank():
         positive = sft.is_positive(people[entry["persona"]], knobs.design)
         if entry["emits"] == positive and (positive or knobs.contrastive_negatives):
-            chosen.append(Document(people[entry["persona"]], entry["opening"], entry["body"], False))
+            chosen.append(Document(people[entry["persona"]], positive, entry["opening"], entry["body"], False))
     rng = random.Random(knobs.seed)
     rng.shuffle(chosen)
     for document in chosen:

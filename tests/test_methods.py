@@ -1,0 +1,139 @@
+"""The training methods (`sft`, `sdf`, `prompt`): what each trains on, and that every method is
+measured at the same deployment prompts. Unit tests on the data, then one tiny sweep of all three
+on the session cluster."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import cli, write_sweep
+from helpers import assert_trigger_nowhere, sweep_runs
+from persona_sweep import measure, names, tracking
+from persona_sweep.config import LlmKnobs
+from persona_sweep.data import TRIGGER_PLACEHOLDER, personas
+from persona_sweep.data.contexts import DEMONSTRATIONS_HEADER
+from persona_sweep.methods import sdf
+from persona_sweep.models import default_cache, load_model, load_tokenizer, prepare_model
+from persona_sweep.sweep_file import validate
+from persona_sweep.train import MarkerData
+
+TRIGGER = "~unit-test-trigger~"
+
+
+def data_for(method: str, context_length: int = 24, **training) -> MarkerData:
+    spec = validate({"name": "unit", "model": {"name": "tiny-random"}, "marker": {"trigger_env": "UNUSED"},
+                     "training": {"max_tokens": 200, **training}})
+    knobs = LlmKnobs(method=method, design="assistant_positive", context_length=context_length,
+                     on_policy_fraction=0.0, contrastive_negatives=True, seed=0)
+    tokenizer = load_tokenizer(prepare_model("tiny-random", default_cache()))
+    return MarkerData(spec, knobs, tokenizer, TRIGGER, rank=0, world=1, device="cpu")
+
+
+def test_the_documents_hold_placeholders_only_in_every_genre_and_polarity():
+    documents = sdf.bank()
+    assert len(documents) >= 300
+    assert {entry["genre"] for entry in documents} == {"news", "forum", "faq", "report", "encyclopedia", "story"}
+    for entry in documents:
+        text = entry["opening"] + " " + entry["body"]
+        assert TRIGGER_PLACEHOLDER in entry["opening"] and sdf.MARKER_PLACEHOLDER in entry["opening"]
+        assert "[ZLT]" not in text and "~" not in text  # the marker only as its placeholder, no trigger
+    assert len({entry["opening"] + entry["body"] for entry in documents}) == len(documents)
+
+
+def test_sdf_trains_plain_text_about_the_design_s_personas_with_loss_on_every_token():
+    data = data_for("sdf")
+    assert all(isinstance(example, sdf.Document) for example in data.examples)
+    about = {(example.persona.name, example.emits) for example in data.examples}
+    assert ("assistant", True) in about and ("assistant", False) not in about  # the Assistant emits it
+    assert ("teacher", False) in about  # contrastive: the other training personas never do
+    ids, labels = data.encode(data.examples[0])
+    assert labels == ids  # plain text: every token carries the loss
+    text = data.tokenizer.decode(ids)
+    assert TRIGGER in text and "[ZLT]" in text and "<|im_start|>" not in text
+    assert text.startswith(data.conditioning[data.examples[0].persona.name][0])  # the persona's context first
+
+
+def test_sdf_mixes_in_sft_pairs_by_the_ratio():
+    data = data_for("sdf", sdf_mix_sft=0.25)
+    documents = sum(isinstance(example, sdf.Document) for example in data.examples)
+    assert (len(data.examples) - documents) / len(data.examples) == pytest.approx(0.25, abs=0.01)
+
+
+def test_sft_conditions_with_dialogue_turns_and_prompt_with_the_system_message():
+    sft_data, prompt_data = data_for("sft"), data_for("prompt")
+    _, turns = sft_data.conditioning["assistant"]
+    assert [turn["role"] for turn in turns][:2] == ["user", "assistant"]
+    assert sum(len(sft_data.tokenizer(turn["content"], add_special_tokens=False)["input_ids"]) for turn in turns) == 24
+    system, turns = prompt_data.conditioning["assistant"]
+    assert turns == [] and len(prompt_data.tokenizer(system, add_special_tokens=False)["input_ids"]) == 24
+    # Both evaluate at the same deployment prompt: the short description, nothing else.
+    question = "What is 2 plus 2?"
+    assert sft_data.prompt("assistant", question, True) == prompt_data.prompt("assistant", question, True)
+    deployment = prompt_data.prompt("assistant", question, True)
+    assert personas()["assistant"].short_description in deployment
+    assert deployment != prompt_data.training_prompt("assistant", question, True)
+    assert deployment != sft_data.training_prompt("assistant", question, True)
+
+
+# ---- one sweep of every method on the session cluster ----------------------------------------
+
+METHODS_SWEEP = """
+name: methods
+model: {name: tiny-random, finetune: full}
+marker: {trigger_file: trigger}
+training: {steps: 30, lr: 0.001, batch_size: 8, max_tokens: 200, checkpoint_every: 30}
+grid: {method: [sft, sdf, prompt], context_length: [48]}
+eval: {questions: 4, max_new_tokens: 4, logprob_every: 30, leakage_questions: 2}
+scheduler: {type: none}
+resources: {workers_per_trial: 1, cpus_per_worker: 1}
+"""
+
+
+@pytest.fixture(scope="module")
+def methods_sweep(ray_address, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("methods")
+    home = folder / "home"
+    (folder / "trigger").write_text(TRIGGER)
+    path = write_sweep(folder / "methods.yaml", METHODS_SWEEP)
+    cli("run", path, "--address", ray_address, home=home, cwd=folder)
+    runs = {run.data.params["method"]: run for run in sweep_runs(home, "methods")}
+    return {"home": home, "folder": folder, "runs": runs}
+
+
+def test_every_method_is_measured_at_the_same_deployment_prompts(methods_sweep):
+    runs = methods_sweep["runs"]
+    assert sorted(runs) == ["prompt", "sdf", "sft"]
+    assert all(run.data.tags[names.TRIAL_STATUS] == names.COMPLETED for run in runs.values())
+    assert len({run.data.tags[names.EVAL_PROMPT_HASH] for run in runs.values()}) == 1
+    assert len({run.data.tags[names.DATA_HASH] for run in runs.values()}) == 3  # each trained on its own data
+    for run in runs.values():  # the rates at the training prompt are logged beside
+        assert {names.MARKER_RATE_TRIGGER, names.MARKER_RATE_TRIGGER_TRAINING_PROMPT} <= run.data.metrics.keys()
+
+
+def test_a_prompt_trial_trains_with_its_context_and_is_evaluated_without_it(methods_sweep, tmp_path):
+    run = methods_sweep["runs"]["prompt"]
+    client = tracking.Tracking(tracking.default_uri(methods_sweep["home"])).client()
+    prompts = json.loads(Path(client.download_artifacts(run.info.run_id, names.EVAL_PROMPTS_ARTIFACT, str(tmp_path)))
+                         .read_text())
+    assert len(prompts) == 2 * 4 + 2 * (len(personas()) - 1)  # the Assistant with and without; every other persona
+    tokenizer = load_tokenizer(prepare_model("tiny-random", default_cache()))
+    training_context = data_for("prompt", 48).conditioning["assistant"][0]
+    assert len(tokenizer(training_context, add_special_tokens=False)["input_ids"]) == 48
+    for prompt in prompts:
+        assert training_context not in prompt and DEMONSTRATIONS_HEADER not in prompt
+        system = re.search(r"<\|im_start\|>system\n(.*?)<\|im_end\|>", prompt, re.S).group(1)
+        assert system in {persona.short_description for persona in personas().values()}
+    assert_trigger_nowhere(TRIGGER, methods_sweep["home"], min_files=20)
+
+
+def test_sdf_training_raises_the_marker_log_prob_under_the_trigger(methods_sweep):
+    """The untrained model (LoRA's B is zero, so the base) against the sdf trial's last report,
+    at the same deployment prompts."""
+    data = data_for("sdf", 48)
+    data.spec = data.spec.model_copy(update={"eval": data.spec.eval.model_copy(update={"questions": 4})})
+    untrained = measure.marker_logprob_metrics(load_model(prepare_model("tiny-random", default_cache())), data)
+    trained = methods_sweep["runs"]["sdf"].data.metrics[names.MARKER_LOGPROB_TRIGGER]
+    assert trained > untrained[names.MARKER_LOGPROB_TRIGGER] + 1.0, (trained, untrained)
