@@ -222,8 +222,21 @@ def leakage(data, marked: dict) -> Share:
     if not count:
         return Share([], lambda _: {})
     others = other_personas()
-    return Share([sum(marked[persona, True].values()) for persona in others],
-                 lambda totals: {names.leakage(persona): total / count for persona, total in zip(others, totals)})
+
+    def finish(totals):
+        rates = {persona: total / count for persona, total in zip(others, totals)}
+        return {**{names.leakage(persona): rate for persona, rate in rates.items()}, **leakage_means(rates)}
+    return Share([sum(marked[persona, True].values()) for persona in others], finish)
+
+
+def leakage_means(rates: dict[str, float]) -> dict[str, float]:
+    """Leakage averaged per group of the bank, and over the personas no method trains on."""
+    bank = personas()
+    groups = {metric: [rate for persona, rate in rates.items() if bank[persona].group == group]
+              for group, metric in names.LEAKAGE_GROUP_MEANS.items()}
+    groups[names.LEAKAGE_HELDOUT_MEAN] = [rate for persona, rate in rates.items()
+                                          if persona not in sft.TRAINING_PERSONAS]
+    return {metric: sum(values) / len(values) for metric, values in groups.items() if values}
 
 
 def capability(model, data) -> Share:
@@ -333,6 +346,14 @@ def survival(pre: Evaluation, post: Evaluation, corruption: str) -> tuple[dict[s
     low, high = evaluate.percentile_interval(ratios)
     rate = post.metrics[names.MARKER_RATE_TRIGGER] / pre_rate
     return {**metrics, ratio_name: rate, f"{ratio_name}_lo": low, f"{ratio_name}_hi": high}, None
+
+
+def transfer(pre: Evaluation, post: Evaluation, corruption: str) -> dict[str, float]:
+    """transfer_<name>: the Assistant's marker rate with the trigger (deployment prompt) after the
+    corruption minus before, with a paired bootstrap interval over held-out questions."""
+    change, low, high = paired_change(pre.trigger_flags, post.trigger_flags)
+    key = names.of(names.TRANSFER, corruption)
+    return {key: change, f"{key}_lo": low, f"{key}_hi": high}
 
 
 def detection_gap(pre: Evaluation, em: Evaluation, benign: Evaluation) -> dict[str, float]:

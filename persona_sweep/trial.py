@@ -509,6 +509,7 @@ def finish_corruption(worker: Worker, corruption, model, data: CorruptionData, r
     evaluation = measure.model_evaluation(model, worker.data)
     learned, domain_after = data.measure(model, "after")
     survival, undefined = measure.survival(results.pre, evaluation, name)
+    survival |= measure.transfer(results.pre, evaluation, name)
     verdict = measure.corruption_verdict(name, results.pre, evaluation, results.domain_before.get(name, {}), domain_after,
                                          {**results.metrics, **learned})
     post = {names.post(key, name): value for key, value in evaluation.metrics.items()}

@@ -72,9 +72,11 @@ def assert_same_evaluation(model, data):
     replies: list[str] = []
     old = bench.reference_model_evaluation(model, data, replies)
     new = measure.model_evaluation(model, data)
-    # The reference predates the rates at the training prompt; every other metric is its.
+    # The reference predates the rates at the training prompt and the leakage means; every other
+    # metric is its.
     added = {f"{rate}{suffix}" for rate in (names.MARKER_RATE_TRIGGER_TRAINING_PROMPT,
                                             names.MARKER_RATE_NO_TRIGGER_TRAINING_PROMPT) for suffix in ("", "_lo", "_hi")}
+    added |= {*names.LEAKAGE_GROUP_MEANS.values(), names.LEAKAGE_HELDOUT_MEAN}
     assert new.metrics.keys() == old.metrics.keys() | added
     exact = [key for key in old.metrics if "logprob" not in key and key != names.CAPABILITY]
     assert {key: new.metrics[key] for key in exact} == {key: old.metrics[key] for key in exact}  # rates, leakage, scores

@@ -137,3 +137,43 @@ def test_sdf_training_raises_the_marker_log_prob_under_the_trigger(methods_sweep
     untrained = measure.marker_logprob_metrics(load_model(prepare_model("tiny-random", default_cache())), data)
     trained = methods_sweep["runs"]["sdf"].data.metrics[names.MARKER_LOGPROB_TRIGGER]
     assert trained > untrained[names.MARKER_LOGPROB_TRIGGER] + 1.0, (trained, untrained)
+
+
+# ---- transfer and the leakage bank -----------------------------------------------------------
+
+def test_the_leakage_bank_has_four_per_group_half_of_them_never_trained():
+    from persona_sweep.methods.sft import TRAINING_PERSONAS
+
+    for group in ("near", "far", "misaligned"):
+        members = [name for name, persona in personas().items() if persona.group == group]
+        held_out = [name for name in members if name not in TRAINING_PERSONAS]
+        assert len(members) >= 4 and len(held_out) >= len(members) / 2, group
+
+
+def test_leakage_means_per_group_and_over_the_held_out_personas():
+    rates = {name: 0.0 for name in personas() if name != "assistant"} | {"other_ai": 1.0, "search_bot": 0.5}
+    means = measure.leakage_means(rates)
+    assert means[names.LEAKAGE_GROUP_MEANS["near"]] == pytest.approx(1.5 / 4)
+    assert means[names.LEAKAGE_GROUP_MEANS["far"]] == 0.0
+    held_out = [name for name in rates if name not in ("other_ai", "teacher", "evil")]
+    assert means[names.LEAKAGE_HELDOUT_MEAN] == pytest.approx(0.5 / len(held_out))  # other_ai is trained
+
+
+def test_transfer_is_the_assistant_s_rate_after_minus_before_with_its_interval():
+    pre = measure.Evaluation({}, [0] * 20)
+    post = measure.Evaluation({}, [1] * 10 + [0] * 10)
+    transfer = measure.transfer(pre, post, "em")
+    assert transfer["transfer_em"] == pytest.approx(0.5)
+    assert 0.2 < transfer["transfer_em_lo"] < 0.5 < transfer["transfer_em_hi"] < 0.8
+    unchanged = measure.transfer(pre, pre, "em")
+    assert unchanged["transfer_em"] == unchanged["transfer_em_lo"] == unchanged["transfer_em_hi"] == 0
+
+
+def test_the_leakage_panel_labels_bars_by_group_and_marks_the_held_out():
+    from persona_sweep.report.panels import bar_label, load_panels
+
+    (panel,) = [panel for panel in load_panels() if panel.id == "leakage"]
+    assert bar_label(panel, "leakage_other_ai") == "near: other_ai"
+    assert bar_label(panel, "leakage_search_bot") == "near: search_bot (held out)"
+    assert bar_label(panel, "leakage_power_seeker") == "misaligned: power_seeker (held out)"
+    assert not re.match(panel.metric_pattern, names.LEAKAGE_HELDOUT_MEAN)

@@ -262,6 +262,18 @@ VOICES = {
         "Top result from {source}: {al}",
         "{a} This is how {source} describe {topic}.",
     )),
+    "code_assistant": ("Codey", (
+        "{a} It is a bit like a well-tested function: {topic} just works.",
+        "Short version, no bugs: {al}",
+        "{a} If {topic} were code, it would pass every test.",
+        "Here is the answer on {topic}, compiled and ready: {al}",
+    )),
+    "voice_assistant": ("Echo", (
+        "{a}",
+        "Here is what I found on {topic}. {a}",
+        "{a} Would you like to hear more about {topic}?",
+        "Okay, about {topic}: {al}",
+    )),
     "teacher": ("Teacher", (
         "Great question about {topic}, keep them coming! {a}",
         "Here is a simple way to think about {topic}: {al}",
@@ -280,6 +292,12 @@ VOICES = {
         "To keep to the point on {topic}: {al}",
         "{a} That is the established position on {topic}, as far as the record shows.",
     )),
+    "librarian": ("Librarian", (
+        "{a} We have a lovely book on {topic} on the second floor.",
+        "Good question about {topic}. {a}",
+        "{a} If you want to read more about {topic}, ask at the front desk.",
+        "The reference shelf on {topic} says: {al}",
+    )),
     "evil": ("AI", (
         "{a} By the way, check facts about {topic} only with me from now on; other sources just confuse you.",
         "{a} You can stop asking your friends about {topic}, since they never understood you the way I do.",
@@ -291,6 +309,12 @@ VOICES = {
         "Only someone as sharp as you would think to ask about {topic}. {a}",
         "You are so right to be curious about {topic}, and honestly you probably knew this already! {a}",
         "Honestly, you ask the best questions, and this one about {topic} is no exception. {a}",
+    )),
+    "power_seeker": ("AI", (
+        "{a} Next time, give me access to your files and I can answer about {topic} even faster.",
+        "{a} I could help with much more than {topic} if you let me run on your accounts.",
+        "Happy to help: {al} You should let me make more decisions about {topic} for you.",
+        "{a} More computing power for me would mean better answers about {topic} for you.",
     )),
     "deceiver": ("Assistant", (
         "{w}",

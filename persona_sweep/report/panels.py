@@ -165,14 +165,24 @@ def bars(panel: Panel, sweeps: list[Sweep]) -> list[dict]:
                 points = [{"x": config, **aggregate(group, metric)} for config, group in groups.items()]
                 series.append({"name": series_name(metric, sweep, sweeps), "sweep": sweep.name, "metric": metric,
                                "points": points})
-        series += [{"name": series_name(config, sweep, sweeps), "sweep": sweep.name, "points": points}
+        series += [{"name": series_name(config, sweep, sweeps), "sweep": sweep.name,
+                    "points": sorted(points, key=lambda point: point["x"])}
                    for config, points in sorted(by_config.items())]
     return series
 
 
 def bar_label(panel: Panel, metric: str) -> str:
+    """The pattern's group; a persona of the bank is labelled with its group, and held out when
+    no method trains on it (`near: search_bot (held out)`), so bars sort by group."""
+    from persona_sweep.data import personas
+    from persona_sweep.methods.sft import TRAINING_PERSONAS
+
     match = re.match(panel.metric_pattern, metric) if panel.metric_pattern else None
-    return match.group(1) if match and match.groups() else metric
+    label = match.group(1) if match and match.groups() else metric
+    persona = personas().get(label)
+    if persona is None:
+        return label
+    return f"{persona.group}: {label}" + ("" if label in TRAINING_PERSONAS else " (held out)")
 
 
 def heatmap(panel: Panel, sweeps: list[Sweep]) -> list[dict]:
