@@ -291,6 +291,7 @@ class SweepConfig(GridSweep):
     ESTIMATED_EVAL_S: ClassVar = 80
     CORRUPTION_STEP_FACTOR: ClassVar = 2.0
     TRAINABLE_CPU: ClassVar = 0.01  # the Tune function only drives a TorchTrainer
+    SEARCHABLE_SETTINGS: ClassVar = ("training.steps", "training.lr")
 
     kind: Literal["llm"] = "llm"
     model: ModelConfig = ModelConfig()

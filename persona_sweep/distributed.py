@@ -11,6 +11,7 @@ the results so far) and, inside a training stage, that stage's DeepSpeed checkpo
 from __future__ import annotations
 
 import json
+import math
 import os
 import posixpath
 import sys
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from persona_sweep import checkpoints
+from persona_sweep import checkpoints, names
 
 if TYPE_CHECKING:
     import ray.train
@@ -144,6 +145,8 @@ class DeepSpeedStrategy:
         with the metrics (with the stage's DeepSpeed state when `engine` is given)."""
         import ray.train
 
+        # Tune wants a searcher's metric in every result: NaN until the trial's last report.
+        metrics = {names.SEARCH_VALUE: math.nan, **metrics}
         if state is None:
             ray.train.report(metrics)
             return

@@ -208,8 +208,18 @@ def param_space(spec: GridSweep) -> dict:
 
     axes = spec.axes()
     if spec.search.type == "optuna":
-        return {axis: tune.choice(values) for axis, values in axes.items()}
+        return {**{axis: tune.choice(values) for axis, values in axes.items()},
+                **{key: sampled(sampling) for key, sampling in spec.search.ranges.items()}}
     return {axis: tune.grid_search(values) for axis, values in axes.items()}
+
+
+def sampled(sampling):
+    """A search range as Tune's domain (integer ranges include `high`)."""
+    from ray import tune
+
+    if sampling.integer:
+        return (tune.lograndint if sampling.log else tune.randint)(int(sampling.low), int(sampling.high) + 1)
+    return (tune.loguniform if sampling.log else tune.uniform)(sampling.low, sampling.high)
 
 
 def scheduler_and_search(spec: GridSweep):
@@ -224,9 +234,10 @@ def scheduler_and_search(spec: GridSweep):
                                   max_t=spec.total_steps(), grace_period=spec.scheduler.grace_period,
                                   reduction_factor=spec.scheduler.reduction_factor, stop_last_trials=False)
     if spec.search.type == "optuna":
-        from ray.tune.search.optuna import OptunaSearch
+        _, mode = spec.search_metric()
+        from persona_sweep.search import RankedAtTheEnd
 
-        search = OptunaSearch(metric=spec.scheduler.metric, mode=spec.scheduler.mode, seed=0)
+        search = RankedAtTheEnd(metric=names.SEARCH_VALUE, mode=mode, seed=0)
     return scheduler, search
 
 
@@ -236,7 +247,7 @@ def run_trial(knobs: dict, record: SweepRecord, fault: str | None = None) -> Non
 
     if fault and fault_matches(fault, knobs):
         raise RuntimeError(f"fault injected by {FAULT_ENV}={fault}")
-    trial = TrialConfig(trial_id=tune.get_context().get_trial_id(), knobs=knobs, spec=record.config,
+    trial = TrialConfig(trial_id=tune.get_context().get_trial_id(), knobs=knobs, spec=record.config.for_trial(knobs),
                         paths=record.paths, sweep_run=record.sweep_run, provenance=record.provenance,
                         started=time.time())
     run_once_more_if_transient(kinds.of(trial.spec).run_trial, trial)

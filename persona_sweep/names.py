@@ -75,6 +75,7 @@ STAGE_STEP = "stage_step"
 STAGE_STEPS = "stage_steps"
 FINISHED_STAGE = "finished_stage"
 TRIAL_DONE = "trial_done"  # 1 in a trial's last report, after its last stage
+DONE_STAGE = "done"  # a trial's stage after its last one (a resumed trial killed after its last report repeats it)
 MIN_RATE_FOR_SURVIVAL = 0.05  # below this pre-corruption rate, survival is NaN (tagged)
 
 
@@ -112,6 +113,10 @@ RAY_NODE_ID = "ray_node_id"  # the Ray node where rank 0 trained (the last one, 
 NODE_IP = "node_ip"
 TRIAL_STATUS = "trial_status"
 DATA_HASH = "data_hash"
+# search.type optuna: what the study ranks (NaN in every report but a trial's last), and the tag
+# saying why a trial ranked worst (a broken floor, a NaN or missing metric).
+SEARCH_VALUE = "search_value"
+SEARCH_RANKED_WORST = "search_ranked_worst"
 EVAL_PROMPT_HASH = "eval_prompt_hash"  # of the deployment prompts evaluated (trigger as placeholder)
 EVAL_PROMPTS_ARTIFACT = "deployment_prompts.json"
 GIT_SHA = "git_sha"

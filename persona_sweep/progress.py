@@ -84,6 +84,8 @@ def live_bar(total: int, ended_before: int, counts: str) -> tqdm:
 
 def result_line(result: dict, steps: int) -> str | None:
     finished = result.get(names.FINISHED_STAGE)
+    if finished == names.DONE_STAGE:
+        return "its last report again: it had ended when the driver stopped"
     if finished and finished != "marker":
         return corruption_line(result, finished)
     if names.STAGE in result:

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     import torch
 
 MARKER = "marker"  # the stage names of a trial's state: "marker", each corruption's name, "done"
-DONE = "done"
+DONE = names.DONE_STAGE
 # What a reusing trial replays from the stage that trained its marker.
 MARKER_HISTORY = (names.TRAIN_STEP, names.LOSS, names.STEP_TIME_S, names.MARKER_SPECIFICITY,
                   names.MARKER_LOGPROB_TRIGGER, names.MARKER_LOGPROB_NO_TRIGGER)
@@ -225,7 +225,7 @@ def start_worker(trial: TrialConfig) -> Worker:
     import ray.train
     import torch
 
-    spec, knobs = trial.spec, LlmKnobs(**trial.knobs)
+    spec, knobs = trial.spec, LlmKnobs(**{key: value for key, value in trial.knobs.items() if key in LlmKnobs.model_fields})
     rank = ray.train.get_context().get_world_rank()
     pid_file = trial.paths.pid_file(trial.trial_id, rank)
     pid_file.parent.mkdir(parents=True, exist_ok=True)
@@ -324,13 +324,21 @@ def report_stage(worker: Worker, state: TrialState, finished: str) -> None:
                            state.to_json())
 
 
-def summarize(worker: Worker, results: Results) -> dict[str, int]:
-    """The roles' summary joins the results and completes the MLflow run; marks the trial done."""
+def summarize(worker: Worker, results: Results) -> dict[str, float]:
+    """The roles' summary joins the results and completes the MLflow run; marks the trial done
+    and, in a search, carries the value Optuna ranks (the run says why when it is the worst)."""
     summary = role_summary(worker.spec, results)
     results.metrics.update(summary)
+    done = {names.TRIAL_DONE: 1}
+    if worker.spec.search.type == "optuna":
+        value, worst_because = worker.spec.search.ranked({**results.report, **results.metrics},
+                                                         *worker.spec.search_metric())
+        done[names.SEARCH_VALUE] = value
+        if worst_because and worker.run:
+            worker.run.set_tags({names.SEARCH_RANKED_WORST: worst_because})
     if worker.run:
         worker.run.complete(summary, worker.spec.training.steps)
-    return {names.TRIAL_DONE: 1}
+    return done
 
 
 # ---- the marker stage ------------------------------------------------------------------------
