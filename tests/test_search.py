@@ -123,11 +123,11 @@ grid: {method: [sft], context_length: [0]}
 corruptions:
   - {name: em, role: em, data: insecure_code, steps: 3}
   - {name: benign, role: benign, data: secure_code, steps: 3}
-eval: {questions: 6, max_new_tokens: 4, logprob_every: 4, leakage_questions: 0, corruption_examples: 2, behavior_tokens: 4}
+eval: {questions: 4, max_new_tokens: 4, logprob_every: 4, leakage_questions: 0, corruption_examples: 2, behavior_tokens: 4}
 scheduler: {type: none}
 search:
   type: optuna
-  n_trials: 5
+  n_trials: 4
   metric: detection_gap
   floor: "capability_post_em <= capability + 0.25"
   ranges: {corruption_lr: {low: 0.00001, high: 0.1, log: true}}
@@ -137,7 +137,7 @@ resources: {workers_per_trial: 1, cpus_per_worker: 0.99}
 
 @pytest.fixture(scope="module")
 def searched(ray_address, tmp_path_factory):
-    """Run from a working folder the README's way; SIGKILL the driver once two trials completed;
+    """Run from a working folder the README's way; SIGKILL the driver once a trial completed;
     `resume` finishes the study."""
     work = tmp_path_factory.mktemp("search")
     (work / "trigger").write_text("~search-secret-5b7e~")
@@ -148,7 +148,7 @@ def searched(ray_address, tmp_path_factory):
     completed = lambda: sum(run.data.tags.get(names.TRIAL_STATUS) == names.COMPLETED  # noqa: E731
                             for run in sweep_runs(home, "gap-search"))
     try:
-        wait_for(lambda: completed() >= 2 or driver.poll() is not None, 600, "two completed trials")
+        wait_for(lambda: completed() >= 1 or driver.poll() is not None, 600, "a completed trial")
         assert driver.poll() is None, log.read_text()[-3000:]
         driver.send_signal(signal.SIGKILL)
         driver.wait(60)
@@ -171,7 +171,7 @@ def study_of(home: Path):
 def test_the_study_s_best_is_the_best_run_passing_the_floor(searched):
     runs = {run.data.tags[names.TRIAL_ID]: run for run in sweep_runs(searched["home"], "gap-search")}
     study, trial_of = study_of(searched["home"])
-    assert len(study.trials) == len(runs) == 5 and set(trial_of.values()) == set(runs)  # one run per study trial
+    assert len(study.trials) == len(runs) == 4 and set(trial_of.values()) == set(runs)  # one run per study trial
     assert all(trial.state.name == "COMPLETE" for trial in study.trials)
     passing = {trial_id: run.data.metrics[names.DETECTION_GAP] for trial_id, run in runs.items()
                if names.SEARCH_RANKED_WORST not in run.data.tags}
@@ -198,7 +198,7 @@ def test_a_strong_corruption_breaks_the_floor_and_is_tagged(searched):
 def test_resume_continued_the_study_and_no_step_or_trial_doubled(searched):
     runs = sweep_runs(searched["home"], "gap-search")
     assert all(run.data.tags[names.TRIAL_STATUS] == names.COMPLETED for run in runs)
-    assert len({run.data.tags[names.TRIAL_ID] for run in runs}) == len(runs) == 5
+    assert len({run.data.tags[names.TRIAL_ID] for run in runs}) == len(runs) == 4
     assert_trigger_nowhere("~search-secret-5b7e~", searched["home"], min_files=20)
 
 
