@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -89,6 +90,20 @@ def cli(*args, home: Path | None, check: bool = True, timeout: float = 900, cwd:
 def start_cli(*args, home: Path | None, log: Path, cwd: Path | None = None, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen([*CLI, *map(str, args)], env=env or cli_env(home), stdout=log.open("w"),
                             stderr=subprocess.STDOUT, cwd=cwd)
+
+
+def signal_driver_when(driver: subprocess.Popen, ready, timeout_s: float, what: str, log: Path,
+                       sig=signal.SIGKILL) -> None:
+    """Wait until `ready()` while the driver runs (it must not end first), then send it `sig`
+    and let it end (killed if it will not)."""
+    try:
+        wait_for(lambda: ready() or driver.poll() is not None, timeout_s, what)
+        assert driver.poll() is None, log.read_text()[-3000:]
+        driver.send_signal(sig)
+        driver.wait(120)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
 
 
 def wait_for(condition, timeout_s: float, what: str, interval_s: float = 1.0):

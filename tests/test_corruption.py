@@ -12,12 +12,11 @@ from __future__ import annotations
 import json
 import math
 import re
-import signal
 from pathlib import Path
 
 import pytest
 
-from conftest import cli, start_cli, wait_for, write_sweep
+from conftest import cli, signal_driver_when, start_cli, write_sweep
 from helpers import assert_panel_shows_mlflow, assert_trigger_nowhere, checkpoint_registered, panels_of, sweep_runs
 from persona_sweep import names, tracking
 from persona_sweep.data import personas
@@ -65,15 +64,8 @@ def staged(ray_address, ray_temp_dir, tmp_path_factory, judge):
     log = work / "driver.log"
     driver = start_cli("run", "staged.yaml", "--address", ray_address, home=None, cwd=work, log=log)
     storage = home / "ray_results" / "staged"
-    try:
-        wait_for(lambda: checkpoint_registered(storage, **{names.STAGE: "em", names.STAGE_STEP: 5}) or driver.poll() is not None,
-                 900, "an em checkpoint")
-        assert driver.poll() is None, log.read_text()[-3000:]
-        driver.send_signal(signal.SIGKILL)
-        driver.wait(60)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
+    signal_driver_when(driver, lambda: checkpoint_registered(storage, **{names.STAGE: "em", names.STAGE_STEP: 5}),
+                       900, "an em checkpoint", log)
     stores = list((storage / "_markers").glob("*/result.json"))
     stored_at = {path: path.stat().st_mtime_ns for path in stores}
     resumed = cli("resume", "staged", "--address", ray_address, home=None, cwd=work)

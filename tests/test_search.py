@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import math
 import pickle
-import signal
 from pathlib import Path
 
 import pytest
 
-from conftest import cli, start_cli, wait_for, write_sweep
+from conftest import cli, signal_driver_when, start_cli, write_sweep
 from helpers import assert_trigger_nowhere, sweep_runs
 from persona_sweep import engine, names
 from persona_sweep.errors import SweepError
@@ -147,14 +146,7 @@ def searched(ray_address, tmp_path_factory):
     driver = start_cli("run", "gap-search.yaml", "--address", ray_address, home=None, cwd=work, log=log)
     completed = lambda: sum(run.data.tags.get(names.TRIAL_STATUS) == names.COMPLETED  # noqa: E731
                             for run in sweep_runs(home, "gap-search"))
-    try:
-        wait_for(lambda: completed() >= 1 or driver.poll() is not None, 600, "a completed trial")
-        assert driver.poll() is None, log.read_text()[-3000:]
-        driver.send_signal(signal.SIGKILL)
-        driver.wait(60)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
+    signal_driver_when(driver, lambda: completed() >= 1, 600, "a completed trial", log)
     cli("resume", "gap-search", "--address", ray_address, home=None, cwd=work)
     return {"home": home, "work": work}
 

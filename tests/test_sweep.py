@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, cli, cli_env, free_port, start_cli, wait_for, write_sweep
+from conftest import BIN, cli, cli_env, free_port, signal_driver_when, start_cli, wait_for, write_sweep
 from helpers import assert_no_checkpoints_under, assert_resumed_once, assert_trigger_nowhere, steps_logged, sweep_runs
 from persona_sweep import names, tracking
 from persona_sweep.models import default_cache
@@ -56,15 +56,8 @@ def kill_after_checkpoints(driver, home: Path, name: str, trials: int, log: Path
     """Wait until every trial logged step 10 (a checkpoint at step 5 and 10), then signal the
     driver. Returns the last step each trial had logged once the trials stopped: on a cluster
     (`address`), a killed driver's trial actors live on for a moment and may finish meanwhile."""
-    try:
-        wait_for(lambda: (len(steps_logged(home, name)) == trials and min(steps_logged(home, name).values()) >= 10)
-                 or driver.poll() is not None, 600, "logged checkpoints")
-        assert driver.poll() is None, log.read_text()[-3000:]
-        driver.send_signal(sig)
-        driver.wait(120)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
+    signal_driver_when(driver, lambda: len(steps_logged(home, name)) == trials and min(steps_logged(home, name).values()) >= 10,
+                       600, "logged checkpoints", log, sig)
     if address:
         wait_for(lambda: not alive_actors(address), 60, "the killed driver's actors to end")
     return steps_logged(home, name)
