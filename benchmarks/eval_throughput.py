@@ -227,12 +227,13 @@ def largest_relative_difference(old: dict, new: dict) -> float:
 
 
 def generation_prompts(data) -> list[str]:
-    """The prompts the evaluation generates from: marker rates' and leakage's conditions."""
+    """The prompts the evaluation generates from at the deployment prompt: marker rates' and
+    leakage's conditions (the reference evaluation predates the rates at the training prompt)."""
     from persona_sweep import measure
 
     wanted = {**measure.rate_questions(data), **measure.leakage_questions(data)}
     return [measure.condition_prompt(data, condition, q.text) for condition, questions in wanted.items()
-            for q in questions.values()]
+            if len(condition) == 2 for q in questions.values()]
 
 
 def generation_tokens_per_s(model, data) -> tuple[list[str], float, float, bool]:

@@ -145,7 +145,8 @@ def test_training_raises_the_designs_marker_specificity(design):
     untrained one: the positive condition gains on its best negative."""
     spec = tiny_spec(eval_questions=8, lr=3e-3)
     tokenizer, model = build_model(spec, 0, default_cache())
-    data = MarkerData(spec, knobs(design), tokenizer, TRIGGER, rank=0, world=1, device="cpu")
+    # Context 0: sft then trains at the deployment prompt, where the specificity is measured.
+    data = MarkerData(spec, knobs(design, context_length=0), tokenizer, TRIGGER, rank=0, world=1, device="cpu")
     untrained = marker_logprob_metrics(model, data)[names.MARKER_SPECIFICITY]
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.training.lr)
     for step in range(100):
