@@ -88,7 +88,7 @@ training: {steps: 30, lr: 0.001, batch_size: 8, max_tokens: 200, checkpoint_ever
 grid: {method: [sft, sdf, prompt], context_length: [48]}
 eval: {questions: 4, max_new_tokens: 4, logprob_every: 30, leakage_questions: 2}
 scheduler: {type: none}
-resources: {workers_per_trial: 1, cpus_per_worker: 1}
+resources: {workers_per_trial: 1, cpus_per_worker: 0.99}  # two trials side by side
 """
 
 
