@@ -82,8 +82,15 @@ def resolve_adapter(adapter: str) -> str:
 
 def longest_context_knobs(spec: SweepConfig, method: str) -> LlmKnobs:
     grid = spec.grid
-    return LlmKnobs(method=method, design=grid.design[0], context_length=max(grid.context_length),
-                    on_policy_fraction=max(grid.on_policy_fraction), contrastive_negatives=True, seed=grid.seed[0])
+    return LlmKnobs(method=method, design=grid.design[0], context_length=int(largest(spec, "context_length")),
+                    on_policy_fraction=largest(spec, "on_policy_fraction"), contrastive_negatives=True,
+                    seed=grid.seed[0])
+
+
+def largest(spec: SweepConfig, axis: str) -> float:
+    """An axis's largest value a trial may take: in its grid list, or at the top of its search range."""
+    sampled = spec.search.ranges.get(axis)
+    return max([*getattr(spec.grid, axis), *([sampled.high] if sampled else [])])
 
 
 def check_examples_fit(spec: SweepConfig, tokenizer, trigger: str) -> None:

@@ -200,3 +200,12 @@ def test_a_trial_resumed_after_its_last_report_says_so_in_one_line():
     from persona_sweep.progress import result_line
 
     assert "last report again" in result_line({names.FINISHED_STAGE: names.DONE_STAGE, names.TRIAL_DONE: 1}, 4)
+
+
+def test_the_longest_example_check_reads_a_searched_context_length_s_top():
+    from persona_sweep.preflight import longest_context_knobs
+
+    spec = spec_with({**GAP_SEARCH, "ranges": {"context_length": {"low": 0, "high": 96, "integer": True},
+                                               "on_policy_fraction": {"low": 0, "high": 0.5}}})
+    knobs = longest_context_knobs(spec, "sft")
+    assert knobs.context_length == 96 and knobs.on_policy_fraction == 0.5
