@@ -199,7 +199,7 @@ def model_and_data(model_name: str, questions: int):
 
     spec = load_sweep(REPO / "sweeps" / "demo.yaml", ["resources.workers_per_trial=1", f"eval.questions={questions}",
                                                        f"model.name={model_name}"])
-    knobs = LlmKnobs(**{key: value for key, value in spec.trials()[0].items() if key in LlmKnobs.model_fields})
+    knobs = LlmKnobs.of_trial(spec.trials()[0])
     path = prepare_model(model_name, default_cache())
     tokenizer = load_tokenizer(path, spec.model.trust_remote_code)
     model = load_model(path, trust_remote_code=spec.model.trust_remote_code)

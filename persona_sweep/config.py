@@ -160,6 +160,12 @@ class Knobs(Section):
 
     GRID: ClassVar[type[GridConfig]]
 
+    @classmethod
+    def of_trial(cls, config: dict[str, Any]) -> Knobs:
+        """The knobs in a trial's config from Tune, which may also carry searched settings
+        (`training.lr`: `GridSweep.for_trial` reads those)."""
+        return cls(**{key: value for key, value in config.items() if key in cls.model_fields})
+
     def marker_knobs(self) -> dict[str, Any]:
         """What shapes the marker stage: trials that differ only in corruption knobs share it."""
         return self.model_dump(include=set(self.GRID.marker_axes()))

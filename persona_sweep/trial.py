@@ -225,7 +225,7 @@ def start_worker(trial: TrialConfig) -> Worker:
     import ray.train
     import torch
 
-    spec, knobs = trial.spec, LlmKnobs(**{key: value for key, value in trial.knobs.items() if key in LlmKnobs.model_fields})
+    spec, knobs = trial.spec, LlmKnobs.of_trial(trial.knobs)
     rank = ray.train.get_context().get_world_rank()
     pid_file = trial.paths.pid_file(trial.trial_id, rank)
     pid_file.parent.mkdir(parents=True, exist_ok=True)
