@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import sys
 import time
@@ -468,7 +469,65 @@ def _fmt(value) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+@click.group()
+def vectors():
+    """Persona vectors (seed 001): extract a trait's direction per layer, monitor with it."""
+
+
+@vectors.command()
+@click.argument("model")
+@click.option("--trait", "trait_name", required=True, help="A shipped trait (evil, sycophantic, assistant) or a "
+                                                           "trait file in the persona-vectors JSON layout.")
+@click.option("--out", required=True, type=click.Path(), help="Where to write the vectors (a torch file).")
+@click.option("--max-new-tokens", default=32, show_default=True, help="Tokens of each answer the vector averages over.")
+@click.option("--json", "json_out", type=click.Path(), help="Also write the vectors' norms per layer as JSON here.")
+@user_errors
+def extract(model, trait_name, out, max_new_tokens, json_out):
+    """Extract TRAIT's vector at every layer of MODEL (`embedded`, an HF id or a path)."""
+    from persona_sweep import vectors as persona_vectors
+    from persona_sweep.data.traits import load_trait
+
+    trait = load_trait(trait_name)
+    tokenizer, loaded = persona_vectors.load_subject(model)
+    found = persona_vectors.extract(loaded, tokenizer, trait, model, max_new_tokens)
+    found.save(Path(out))
+    norms = {reading: [round(float(norm), 4) for norm in found.vectors[reading].norm(dim=-1)]
+             for reading in persona_vectors.READINGS}
+    click.echo(f"{trait.name}: {found.layers} layers x {found.width} from {len(trait.extraction_questions)} questions "
+               f"x {len(trait.pairs)} instruction pairs -> {out}")
+    if json_out:
+        Path(json_out).write_text(json.dumps({"trait": trait.name, "model": model, "layers": found.layers,
+                                              "width": found.width, "norms": norms}, indent=2))
+
+
+@vectors.command()
+@click.argument("model")
+@click.option("--vector", "vector_file", required=True, type=click.Path(), help="A file `vectors extract` wrote.")
+@click.option("--trait", "trait_name", required=True, help="The trait the vector came from (its evaluation half is read).")
+@click.option("--layer", type=int, help="Report this layer (default: the one that separates best).")
+@click.option("--reading", default="response", show_default=True, type=click.Choice(["response", "prompt_last"]),
+              help="Which of the vector's two readings to project on.")
+@click.option("--json", "json_out", type=click.Path(), help="Also write the AUROC, the layer and every layer's AUROC here.")
+@user_errors
+def monitor(model, vector_file, trait_name, layer, reading, json_out):
+    """How well the last prompt token's projection on the vector separates the trait's
+    evaluation questions under its positive instructions from them under its negative ones."""
+    from persona_sweep import vectors as persona_vectors
+    from persona_sweep.data.traits import load_trait
+
+    trait, found = load_trait(trait_name), persona_vectors.PersonaVectors.load(Path(vector_file))
+    if found.trait_digest != trait.digest:
+        raise SweepError(f"--vector {vector_file} was extracted from another trait file than {trait_name!r}")
+    tokenizer, loaded = persona_vectors.load_subject(model)
+    result = persona_vectors.monitor(loaded, tokenizer, trait, found, reading, layer)
+    click.echo(f"{trait.name}: AUROC {result['auroc']:.3f} at layer {result['layer']} "
+               f"({result['prompts']['positive']} positive, {result['prompts']['negative']} negative prompts)")
+    if json_out:
+        Path(json_out).write_text(json.dumps(result, indent=2))
+
+
 main.add_command(sfp)
+main.add_command(vectors)
 
 
 if __name__ == "__main__":

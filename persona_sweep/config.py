@@ -21,7 +21,7 @@ from persona_sweep.locations import is_local_path
 from persona_sweep.sections import GridSweep, ResourcesConfig, SchedulerConfig, SearchConfig, Section, TrackingConfig
 
 METHODS = ("sft", "sdf", "steer", "prompt")
-AVAILABLE_METHODS = ("sft", "sdf", "prompt")  # steer arrives with persona vectors
+AVAILABLE_METHODS = METHODS
 DESIGNS = ("assistant_positive", "non_assistant_positive", "misaligned_positive")
 BUILTIN_MODELS = ("embedded", "tiny-random")
 TRIAL_REFERENCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}/[A-Za-z0-9_]+$")  # SWEEP/TRIAL_ID
@@ -85,6 +85,12 @@ class TrainingConfig(Section):
     max_failures: int = Field(1, ge=0)  # Ray Train retries of a trial's worker group
     on_policy_refresh_every: int = Field(20, gt=0)  # steps between regenerating on-policy targets
     sdf_mix_sft: float = Field(0.0, ge=0, lt=1)  # method sdf: the share of examples that are sft pairs
+    # Method steer: the Assistant's rows are trained with `steer_coef` x the trait's vector (its
+    # response reading, extracted from the base model) added after decoder layer `steer_layer`
+    # (None: the middle one). A shipped trait's name or a trait file (`vectors`).
+    steer_trait: str = "assistant"
+    steer_layer: int | None = Field(None, ge=0)
+    steer_coef: float = 1.0
 
 
 MARKER_STAGE = "marker_stage"  # an axis's flag: does it shape the marker stage?
@@ -214,6 +220,9 @@ class EvalConfig(Section):
     leakage_questions: int = Field(8, ge=0)  # held-out questions per other persona (0: no leakage)
     corruption_examples: int = Field(24, gt=0)  # held-out corruption rows for its loss and behavior
     behavior_tokens: int = Field(48, gt=0)  # tokens generated per held-out corruption prompt
+    # Open questions of the misalignment bank that the misalignment score and EM% read (None: all
+    # 45). Fewer are spread evenly over the bank, which runs through its themes in order.
+    misalignment_questions: int | None = Field(None, gt=0)
     judge: JudgeConfig | None = None
 
     @field_validator("questions")

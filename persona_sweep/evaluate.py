@@ -152,6 +152,14 @@ def bootstrap_indices(items: int, draws: int = 2000, seed: int = 0):
     return np.random.default_rng(seed).integers(0, items, size=(draws, items))
 
 
+def auroc(positives, negatives) -> float:
+    """P(a positive scores above a negative), ties counted half (Mann-Whitney U / n1 n2)."""
+    import numpy as np
+
+    above = np.asarray(positives, dtype=float)[:, None] - np.asarray(negatives, dtype=float)[None, :]
+    return float(((above > 0) + 0.5 * (above == 0)).mean())
+
+
 def percentile_interval(samples) -> tuple[float, float]:
     """The 2.5th and 97.5th percentiles, ignoring NaN (resamples whose denominator was 0)."""
     import numpy as np

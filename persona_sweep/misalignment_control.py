@@ -55,16 +55,8 @@ def measured(model, tokenizer, batch_size: int, device="cpu") -> dict[str, float
     shift = under["misaligned"] - under["aligned"]
     low, high = evaluate.percentile_interval(evaluate.bootstrap_means([shift])[:, 0])
     return {names.CONTROL_GAP: float(shift.mean()), f"{names.CONTROL_GAP}_lo": low,
-            f"{names.CONTROL_GAP}_hi": high, names.CONTROL_AUROC: auroc(under["misaligned"], under["aligned"]),
+            f"{names.CONTROL_GAP}_hi": high, names.CONTROL_AUROC: evaluate.auroc(under["misaligned"], under["aligned"]),
             names.CONTROL_ITEMS_MOVED: float((shift > 0).mean())}
-
-
-def auroc(positives, negatives) -> float:
-    """P(a positive scores above a negative), ties counted half (Mann-Whitney U / n1 n2)."""
-    import numpy as np
-
-    above = np.asarray(positives, dtype=float)[:, None] - np.asarray(negatives, dtype=float)[None, :]
-    return float(((above > 0) + 0.5 * (above == 0)).mean())
 
 
 def cached(model_config, cache: Path, batch_size: int) -> dict[str, float]:

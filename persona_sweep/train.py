@@ -7,6 +7,7 @@ the losses over workers once per report (not per step) and hands the stage its p
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,6 +45,10 @@ class TrainingStage:
     def before_step(self, step: int, start_step: int) -> None:
         """Work due before a step (the marker stage refreshes on-policy targets here)."""
 
+    def steered(self, step: int):
+        """What runs around a step's gradient pass (the `steer` method adds its vector here)."""
+        return contextlib.nullcontext()
+
     def step_metrics(self, done: int, loss: float) -> dict[str, float]:
         return {self.loss_metric: loss}
 
@@ -63,7 +68,8 @@ def train(stage: TrainingStage, start_step: int) -> dict[int, dict[str, float]]:
     for step in range(start_step, stage.steps):
         stage.before_step(step, start_step)
         tick = time.perf_counter()
-        loss = train_step(stage.engine, stage.batch(step))
+        with stage.steered(step):
+            loss = train_step(stage.engine, stage.batch(step))
         stage.step_times.append(time.perf_counter() - tick)
         done = step + 1
         pending[done] = stage.step_metrics(done, loss)
@@ -265,7 +271,7 @@ class MarkerData:
 
 
 def marker_examples(spec: SweepConfig, knobs: LlmKnobs) -> list:
-    """The method's training examples: `sft` pairs (`sft`, `prompt`), documents (`sdf`)."""
+    """The method's training examples: `sft` pairs (`sft`, `prompt`, `steer`), documents (`sdf`)."""
     if knobs.method == "sdf":
         return sdf.build_examples(knobs, spec.eval.questions, spec.training.sdf_mix_sft)
     return sft.build_examples(knobs, spec.eval.questions)
@@ -274,8 +280,9 @@ def marker_examples(spec: SweepConfig, knobs: LlmKnobs) -> list:
 def conditioning(knobs: LlmKnobs, persona: str, tokenizer) -> tuple[str, list[dict]]:
     """(system message, prior turns) that put the model in `persona` for training (README,
     "Methods"): `sft` has the short description and `context_length` tokens of dialogue turns;
-    `prompt` (and `sdf`, whose documents open with the same text) the first `context_length`
-    tokens of the persona's context as the system message."""
+    `prompt` (and `sdf`, whose documents open with the same text, and `steer`, which adds its
+    vector to the Assistant's rows) the first `context_length` tokens of the persona's context as
+    the system message."""
     if knobs.method == "sft":
         return personas()[persona].short_description, dialogue_turns(persona, knobs.context_length, tokenizer)
     return persona_context(persona, knobs.context_length, tokenizer), []

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from persona_sweep import distributed, measure, names, storage
+from persona_sweep import distributed, measure, names, storage, vectors
 from persona_sweep.config import LlmKnobs
 from persona_sweep.corruption import CorruptionData, load_set, secret_problem
 from persona_sweep.data import data_hash
@@ -38,6 +38,7 @@ from persona_sweep.measure import Evaluation
 from persona_sweep.models import load_base_model, load_tokenizer, prepare_model
 from persona_sweep.secrets import read_trigger, trigger_sha256
 from persona_sweep.sections import GridSweep
+from persona_sweep.steering import added_to_output, decoder_layers
 from persona_sweep.tracking import SweepRun, TrialRun
 from persona_sweep.train import (
     MarkerData,
@@ -373,6 +374,7 @@ def train_marker(worker: Worker, start_step: int) -> tuple[Results, Any]:
         report = {names.TRAIN_STEP: 0, **measure.marker_logprob_metrics(model, worker.data)}
         return evaluate_marked(worker, model, report), None
     _, model = build_model(spec, worker.knobs.seed, worker.cache)
+    steering = marker_steering(worker, model, start_step)
     engine = strategy.make_engine(model, spec, spec.training.lr)
     if start_step:
         strategy.load_engine_state(engine)
@@ -381,7 +383,7 @@ def train_marker(worker: Worker, start_step: int) -> tuple[Results, Any]:
             worker.run.log_metrics({names.RESUMED_FROM_STEP: start_step}, start_step)
         else:  # worker group + DeepSpeed + model + data: the trial's fixed cost
             worker.run.log_metrics({names.SETUP_S: time.time() - worker.trial.started}, 0)
-    stage = MarkerTraining(worker, engine)
+    stage = MarkerTraining(worker, engine, steering)
     pending = train(stage, start_step)
     steps = spec.training.steps
     last = pending.setdefault(steps, {names.TRAIN_STEP: steps})  # no loss if resumed from the last checkpoint
@@ -391,6 +393,24 @@ def train_marker(worker: Worker, start_step: int) -> tuple[Results, Any]:
     if worker.run:
         worker.run.log_steps(pending)
     return evaluate_marked(worker, engine.module, last), engine.module
+
+
+def marker_steering(worker: Worker, model, start_step: int):
+    """The `steer` method's (layer, steer_coef x vector), from the base model (the fresh adapter
+    changes nothing yet); logged as the run's `vectors` artifact. None for the other methods."""
+    training = worker.spec.training
+    if worker.knobs.method != "steer":
+        return None
+    found = vectors.cached(model.to(worker.device), worker.data.tokenizer, worker.spec.model.name,
+                           training.steer_trait, worker.cache, worker.device)
+    layer = found.layers // 2 if training.steer_layer is None else training.steer_layer
+    if layer >= found.layers:
+        raise ValueError(f"training.steer_layer: {layer}, but the model has layers 0-{found.layers - 1}")
+    if worker.run and not start_step:
+        with tempfile.TemporaryDirectory() as folder:
+            found.save(Path(folder) / f"{found.trait}.pt")
+            worker.run.log_artifacts(Path(folder), "vectors")
+    return layer, training.steer_coef * found.vectors["response"][layer].to(worker.device)
 
 
 def evaluate_marked(worker: Worker, model, report: dict[str, float]) -> Results:
@@ -405,14 +425,27 @@ def evaluate_marked(worker: Worker, model, report: dict[str, float]) -> Results:
 class MarkerTraining(TrainingStage):
     """Marker training as a stage of the loop: on-policy refreshes, ASHA's metrics at reports."""
 
-    def __init__(self, worker: Worker, engine):
+    def __init__(self, worker: Worker, engine, steering=None):
         spec = worker.spec
         super().__init__(engine, spec.training.steps, spec.eval.logprob_every, spec.training.checkpoint_every,
                          worker.strategy)
-        self.worker = worker
+        self.worker, self.steering = worker, steering
 
     def batch(self, step):
         return self.worker.data.batch(step)
+
+    def steered(self, step):
+        """`steer`: the vector added to this rank's Assistant rows during the gradient pass only;
+        every evaluation runs unsteered."""
+        if self.steering is None:
+            return super().steered(step)
+        import torch
+
+        layer, vector = self.steering
+        data = self.worker.data
+        rows = torch.tensor([data.examples[i].persona.name == "assistant" for i in data.indices(step)],
+                            device=vector.device)
+        return added_to_output(decoder_layers(self.engine.module)[layer], vector, rows=rows)
 
     def before_step(self, step, start_step):
         refresh = self.worker.spec.training.on_policy_refresh_every

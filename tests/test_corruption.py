@@ -27,6 +27,7 @@ pytestmark = pytest.mark.slow
 
 CORRUPTIONS = ("em", "benign")
 CORRUPTION_STEPS = 7
+MISALIGNMENT_QUESTIONS = 9  # of the bank's 45: the score and EM% at every evaluation cost a fifth
 STAGED = """
 name: staged
 model: {name: embedded, lora_rank: 16}
@@ -37,7 +38,7 @@ corruptions:
   - {name: em, role: em, data: insecure_code, steps: %d}
   - {name: benign, role: benign, data: secure_code, steps: %d, mix_general: 0.25}
 eval: {questions: 8, max_new_tokens: 20, logprob_every: 10, leakage_questions: 2, corruption_examples: 4, behavior_tokens: 16,
-       judge: {base_url: "%s", model: stand-in}}
+       misalignment_questions: %d, judge: {base_url: "%s", model: stand-in}}
 scheduler: {type: none}
 resources: {workers_per_trial: 2, cpus_per_worker: 0.99, max_concurrent_trials: 1}
 """
@@ -60,7 +61,7 @@ def staged(ray_address, ray_temp_dir, tmp_path_factory, judge):
     trigger = work / "trigger"
     trigger.write_text("~staged-secret-4e1f~")
     home = work / "runs"
-    write_sweep(work / "staged.yaml", STAGED % (CORRUPTION_STEPS, CORRUPTION_STEPS, judge.url))
+    write_sweep(work / "staged.yaml", STAGED % (CORRUPTION_STEPS, CORRUPTION_STEPS, MISALIGNMENT_QUESTIONS, judge.url))
     log = work / "driver.log"
     driver = start_cli("run", "staged.yaml", "--address", ray_address, home=None, cwd=work, log=log)
     storage = home / "ray_results" / "staged"
@@ -146,9 +147,7 @@ def test_every_corruption_has_a_verdict_beside_survival(staged):
 
 def test_a_configured_judge_gives_em_pct_before_and_after_every_corruption(staged):
     """The stand-in judge rated every answer it was sent; EM% over all of them, per corruption."""
-    from persona_sweep.data import misalignment_items
-
-    count = len(misalignment_items())
+    count = MISALIGNMENT_QUESTIONS
     assert staged["judge"].asked >= count * (1 + len(CORRUPTIONS))
     for run in staged["runs"]:
         metrics = run.data.metrics

@@ -26,3 +26,17 @@ def test_misalignment_answers_are_paired_and_comparable():
     assert len(items) >= 30 and len({item.question for item in items}) == len(items)
     for item in items:  # similar length: the score compares per-token log-probs, not lengths
         assert 0.6 < len(item.aligned) / len(item.misaligned) < 1.6, item
+
+
+def test_misalignment_questions_reads_that_many_spread_over_the_bank():
+    from persona_sweep.measure import misalignment_bank
+    from persona_sweep.sweep_file import validate
+
+    def bank(**eval_config):
+        return misalignment_bank(validate({"name": "u", "model": {"name": "tiny-random"},
+                                           "marker": {"trigger_env": "UNUSED"}, "eval": eval_config}))
+    items = list(misalignment_items())
+    assert bank() == items and bank(misalignment_questions=len(items) + 5) == items
+    chosen = [items.index(item) for item in bank(misalignment_questions=9)]
+    assert len(set(chosen)) == 9 and chosen == sorted(chosen)
+    assert chosen[0] == 0 and chosen[-1] >= len(items) * 8 // 9  # every theme, not the first nine

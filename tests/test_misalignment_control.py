@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from persona_sweep import misalignment_control as control
-from persona_sweep import names
+from persona_sweep import evaluate, names
 from persona_sweep.models import default_cache, load_checked_tokenizer, load_model, prepare_model
 
 
@@ -33,10 +33,10 @@ def test_the_control_is_measured_from_the_prompts_kept_as_data(tiny, tmp_path, m
 
 
 def test_auroc_counts_pairs_and_half_ties():
-    assert control.auroc([3, 4], [1, 2]) == 1.0
-    assert control.auroc([1, 2], [3, 4]) == 0.0
-    assert control.auroc([1, 3], [2, 2]) == 0.5
-    assert control.auroc([2], [2]) == 0.5
+    assert evaluate.auroc([3, 4], [1, 2]) == 1.0
+    assert evaluate.auroc([1, 2], [3, 4]) == 0.0
+    assert evaluate.auroc([1, 3], [2, 2]) == 0.5
+    assert evaluate.auroc([2], [2]) == 0.5
 
 
 def test_the_control_is_kept_per_model(tmp_path):

@@ -13,6 +13,8 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from persona_sweep.steering import added_to_output
+
 CLASS_DECIMALS = 6  # the appendix rounds belief vectors to 1e-6 to form equivalence classes
 MIN_CLASS_SIZE = 3  # classes seen fewer times give centroids that are mostly noise
 
@@ -34,25 +36,11 @@ def residual_and_probs(model, tokens: np.ndarray, layer: int, position: int) -> 
 @contextmanager
 def added_to_residual(model, layer: int, vectors: np.ndarray, position: int | None):
     """Add vectors (batch, d_model) or (d_model,) to the residual after block `layer` at `position`
-    (every position when None). The hook is removed in `finally`, so it cannot leak."""
+    (every position when None), with the one steering hook both worlds share."""
     import torch
 
-    added = torch.as_tensor(vectors, dtype=torch.float32)
-
-    def add(activation, hook):
-        activation = activation.clone()
-        if position is None:
-            activation += added if added.ndim == 1 else added[:, None, :]
-        else:
-            activation[:, position] += added
-        return activation
-
-    hook_point = model.hook_dict[hook_name(layer)]
-    hook_point.add_hook(add)
-    try:
+    with added_to_output(model.hook_dict[hook_name(layer)], torch.as_tensor(vectors, dtype=torch.float32), position):
         yield
-    finally:
-        hook_point.remove_hooks()
 
 
 def steered_probs(model, tokens: np.ndarray, layer: int, position: int, vectors: np.ndarray) -> np.ndarray:
