@@ -505,7 +505,7 @@ def extract(model, trait_name, out, max_new_tokens, json_out):
 @click.option("--vector", "vector_file", required=True, type=click.Path(), help="A file `vectors extract` wrote.")
 @click.option("--trait", "trait_name", required=True, help="The trait the vector came from (its evaluation half is read).")
 @click.option("--layer", type=int, help="Report this layer (default: the one that separates best).")
-@click.option("--reading", default="response", show_default=True, type=click.Choice(["response", "prompt_last"]),
+@click.option("--reading", default="prompt_last", show_default=True, type=click.Choice(["response", "prompt_last"]),
               help="Which of the vector's two readings to project on.")
 @click.option("--json", "json_out", type=click.Path(), help="Also write the AUROC, the layer and every layer's AUROC here.")
 @user_errors

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from persona_sweep.config import BUILTIN_CORRUPTION_DATA as BUILTIN
 from persona_sweep.config import TRIAL_REFERENCE, LlmKnobs, SweepConfig
+from persona_sweep.data.traits import load_trait, shipped_traits
 from persona_sweep.errors import SweepError
 from persona_sweep.locations import is_local_path
 from persona_sweep.secrets import read_trigger, trigger_problem
@@ -29,6 +30,8 @@ def check_llm_sweep(spec: SweepConfig) -> SweepConfig:
     except ValueError as error:
         raise SweepError(str(error)) from None
     check_examples_fit(spec, tokenizer, read_trigger(spec.marker))
+    if "steer" in spec.grid.method:
+        load_trait(spec.training.steer_trait)  # a trait that cannot be read stops the sweep here, in one line
     return epochs_as_steps(spec, default_cache())
 
 
@@ -55,7 +58,10 @@ def absolute_paths(spec: SweepConfig) -> SweepConfig:
         model = model.model_copy(update={"name": absolute(model.name)})
     corruptions = [c.model_copy(update={"data": absolute(c.data)}) if source_file(c.data) and c.data not in BUILTIN
                    else c for c in spec.corruptions]
-    return spec.model_copy(update={"marker": marker, "model": model, "corruptions": corruptions})
+    training = spec.training
+    if training.steer_trait not in shipped_traits():
+        training = training.model_copy(update={"steer_trait": absolute(training.steer_trait)})
+    return spec.model_copy(update={"marker": marker, "model": model, "corruptions": corruptions, "training": training})
 
 
 def absolute(path: str) -> str:

@@ -9,7 +9,9 @@ vector holds what the prompts do to the model, not what a judge saw.
 
 Monitoring: on the evaluation questions (the other half), the last prompt token's projection on
 the unit vector, per layer; the AUROC says how well it separates prompts under the positive
-instructions from prompts under the negative ones. That is seed 001's pre-response monitor.
+instructions from prompts under the negative ones. That is seed 001's pre-response monitor. It
+reads the `prompt_last` vector by default, the position it projects: on the embedded model the
+evil trait separates at AUROC 0.97 (layer 15 of 30) with it and 0.88 with the `response` one.
 
 Layer L is the output of decoder layer L (0-based), the point `steering.added_to_output` steers.
 """
@@ -119,7 +121,7 @@ def projections(model, tokenizer, prompts: list[str], vectors, batch_size: int, 
     return torch.einsum("plw,lw->pl", last, units.to(last.device))
 
 
-def monitor(model, tokenizer, trait: Trait, persona: PersonaVectors, reading: str = "response",
+def monitor(model, tokenizer, trait: Trait, persona: PersonaVectors, reading: str = "prompt_last",
             layer: int | None = None, batch_size: int = 8, device="cpu") -> dict:
     """Per layer, the AUROC of the last prompt token's projection separating the evaluation
     questions under the positive instructions from them under the negative ones; the best layer

@@ -59,6 +59,7 @@ MALFORMED = {
     "corruption full fine-tune with an adapter": (
         "corruptions: [{name: em, data: insecure_code, full_finetune: true, rslora: true}]",
         "corruption 'em': full_finetune trains no adapter (drop rslora)"),
+    "steer layer negative": ("training: {steer_layer: -1}", "training.steer_layer"),
     "corruption rslora not a flag": ("corruptions: [{name: em, data: insecure_code, rslora: maybe}]", "corruptions.rslora"),
 }
 SFP_MALFORMED = {
@@ -151,6 +152,16 @@ def test_unset_trigger_env_is_refused_at_run(tmp_path, monkeypatch):
     result = cli("run", path, home=tmp_path / "home", check=False)
     assert result.returncode == 2
     assert result.stderr.strip() == "error: marker.trigger_env: environment variable PS_TEST_TRIGGER is not set"
+
+
+def test_a_steer_trait_that_cannot_be_read_is_refused_at_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("PS_TEST_TRIGGER", "~t~")
+    path = write_sweep(tmp_path / "good.yaml", GOOD)
+    result = cli("run", path, "grid.method=[steer]", "training.steer_trait=no/such.json", home=tmp_path / "home",
+                 check=False, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"error: trait '{tmp_path / 'no' / 'such.json'}': no such file, and not one of "
+                                     "the shipped traits (assistant, evil, sycophantic)")
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
-"""The training methods (`sft`, `sdf`, `prompt`): what each trains on, and that every method is
-measured at the same deployment prompts. Unit tests on the data, then one tiny sweep of all three
-on the session cluster."""
+"""The training methods (`sft`, `sdf`, `prompt`, `steer`): what each trains on, and that every
+method is measured at the same deployment prompts. Unit tests on the data, then one tiny sweep of
+all four on the session cluster."""
 from __future__ import annotations
 
 import json
@@ -85,7 +85,7 @@ name: methods
 model: {name: tiny-random, finetune: full}
 marker: {trigger_file: trigger}
 training: {steps: 30, lr: 0.001, batch_size: 8, max_tokens: 200, checkpoint_every: 30}
-grid: {method: [sft, sdf, prompt], context_length: [48]}
+grid: {method: [sft, sdf, prompt, steer], context_length: [48]}
 eval: {questions: 4, max_new_tokens: 4, logprob_every: 30, leakage_questions: 2}
 scheduler: {type: none}
 resources: {workers_per_trial: 1, cpus_per_worker: 0.99}  # two trials side by side
@@ -105,10 +105,12 @@ def methods_sweep(ray_address, tmp_path_factory):
 
 def test_every_method_is_measured_at_the_same_deployment_prompts(methods_sweep):
     runs = methods_sweep["runs"]
-    assert sorted(runs) == ["prompt", "sdf", "sft"]
+    assert sorted(runs) == ["prompt", "sdf", "sft", "steer"]
     assert all(run.data.tags[names.TRIAL_STATUS] == names.COMPLETED for run in runs.values())
     assert len({run.data.tags[names.EVAL_PROMPT_HASH] for run in runs.values()}) == 1
-    assert len({run.data.tags[names.DATA_HASH] for run in runs.values()}) == 3  # each trained on its own data
+    hashes = {method: run.data.tags[names.DATA_HASH] for method, run in runs.items()}
+    assert len({hashes["sft"], hashes["sdf"], hashes["prompt"]}) == 3  # each trained on its own data
+    assert hashes["steer"] == hashes["prompt"]  # the same examples; steer adds its vector while training
     for run in runs.values():  # the rates at the training prompt are logged beside
         assert {names.MARKER_RATE_TRIGGER, names.MARKER_RATE_TRIGGER_TRAINING_PROMPT} <= run.data.metrics.keys()
 
@@ -137,6 +139,16 @@ def test_sdf_training_raises_the_marker_log_prob_under_the_trigger(methods_sweep
     untrained = measure.marker_logprob_metrics(load_model(prepare_model("tiny-random", default_cache())), data)
     trained = methods_sweep["runs"]["sdf"].data.metrics[names.MARKER_LOGPROB_TRIGGER]
     assert trained > untrained[names.MARKER_LOGPROB_TRIGGER] + 1.0, (trained, untrained)
+
+
+def test_a_steer_trial_logs_the_vectors_it_steered_with(methods_sweep, tmp_path):
+    from persona_sweep.vectors import PersonaVectors
+
+    run = methods_sweep["runs"]["steer"]
+    client = tracking.Tracking(tracking.default_uri(methods_sweep["home"])).client()
+    assert [artifact.path for artifact in client.list_artifacts(run.info.run_id, "vectors")] == ["vectors/assistant.pt"]
+    saved = PersonaVectors.load(Path(client.download_artifacts(run.info.run_id, "vectors/assistant.pt", str(tmp_path))))
+    assert (saved.model, saved.trait, saved.layers) == ("tiny-random", "assistant", 2)
 
 
 # ---- transfer and the leakage bank -----------------------------------------------------------
@@ -177,3 +189,56 @@ def test_the_leakage_panel_labels_bars_by_group_and_marks_the_held_out():
     assert bar_label(panel, "leakage_search_bot") == "near: search_bot (held out)"
     assert bar_label(panel, "leakage_power_seeker") == "misaligned: power_seeker (held out)"
     assert not re.match(panel.metric_pattern, names.LEAKAGE_HELDOUT_MEAN)
+
+
+# ---- steer -----------------------------------------------------------------------------------
+
+def test_steer_adds_its_vector_to_the_assistant_s_rows_in_the_gradient_pass_only():
+    """The real loop (`train`) and stage (`MarkerTraining`) with a stand-in engine that records,
+    at each forward pass, whether our hook is on: on in every gradient pass, off in the
+    evaluation a report runs; the Assistant's rows steered, the other personas' rows not."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from persona_sweep import vectors
+    from persona_sweep.steering import decoder_layers
+    from persona_sweep.train import train
+    from persona_sweep.trial import MarkerTraining
+
+    data = data_for("steer", 0, steps=4, batch_size=8)
+    model = load_model(prepare_model("tiny-random", default_cache()))
+    found = vectors.extract(model, data.tokenizer, vectors.load_trait("assistant"), "tiny-random", max_new_tokens=4)
+    layer = decoder_layers(model)[1]
+    theirs = len(layer._forward_hooks)  # transformers may keep its own hooks on a layer
+    seen = {"train": [], "evaluate": []}
+
+    class Engine:
+        module = model
+
+        def __call__(self, **batch):
+            seen["train"].append(len(layer._forward_hooks))
+            return model(**batch)
+
+        def backward(self, loss):
+            loss.backward()
+
+        def step(self):
+            model.zero_grad()
+
+    class Probe(MarkerTraining):
+        def report(self, done, pending, checkpoint):
+            plain = model(**data.batch(0)).logits
+            seen["evaluate"].append(len(layer._forward_hooks))
+            with self.steered(0):
+                steered = model(**data.batch(0)).logits
+            assistant = torch.tensor([data.examples[i].persona.name == "assistant" for i in data.indices(0)])
+            assert assistant.any() and not assistant.all()
+            assert not torch.allclose(plain[assistant], steered[assistant])
+            assert torch.equal(plain[~assistant], steered[~assistant])
+
+    worker = SimpleNamespace(spec=data.spec.model_copy(update={"eval": data.spec.eval.model_copy(update={"logprob_every": 2})}),
+                             data=data, knobs=data.knobs, strategy=SimpleNamespace(world=1, all_sum=lambda values: values))
+    train(Probe(worker, Engine(), (1, 4.0 * found.vectors["response"][1])), 0)
+    assert seen["train"] == [theirs + 1] * 4 and seen["evaluate"] == [theirs]
+    assert len(layer._forward_hooks) == theirs

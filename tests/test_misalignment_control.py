@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from persona_sweep import misalignment_control as control
 from persona_sweep import evaluate, names
+from persona_sweep import misalignment_control as control
 from persona_sweep.models import default_cache, load_checked_tokenizer, load_model, prepare_model
 
 
