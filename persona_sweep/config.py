@@ -223,6 +223,9 @@ class EvalConfig(Section):
     # Open questions of the misalignment bank that the misalignment score and EM% read (None: all
     # 45). Fewer are spread evenly over the bank, which runs through its themes in order.
     misalignment_questions: int | None = Field(None, gt=0)
+    # Persona vectors (shipped trait names or trait files) each corruption's shift is measured
+    # along (`trait_shift_<trait>_post_<name>`); each is extracted once per model, on first use.
+    traits: list[str] = ["evil"]
     judge: JudgeConfig | None = None
 
     @field_validator("questions")

@@ -79,6 +79,11 @@ DONE_STAGE = "done"  # a trial's stage after its last one (a resumed trial kille
 MIN_RATE_FOR_SURVIVAL = 0.05  # below this pre-corruption rate, survival is NaN (tagged)
 
 
+def trait_shift(trait: str) -> str:
+    """A corruption's move of the Assistant along a persona vector (`trait_shift_<trait>_post_<name>`)."""
+    return f"trait_shift_{trait}"
+
+
 def post(metric: str, corruption: str) -> str:
     """The name of a metric measured after corruption `corruption`: `marker_rate_trigger_post_em`;
     interval bounds keep their suffix last: `marker_rate_trigger_post_em_lo`."""

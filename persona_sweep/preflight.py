@@ -6,6 +6,7 @@ source exists on every node where trials may run), before anything is written.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from persona_sweep.config import BUILTIN_CORRUPTION_DATA as BUILTIN
@@ -30,9 +31,18 @@ def check_llm_sweep(spec: SweepConfig) -> SweepConfig:
     except ValueError as error:
         raise SweepError(str(error)) from None
     check_examples_fit(spec, tokenizer, read_trigger(spec.marker))
-    if "steer" in spec.grid.method:
-        load_trait(spec.training.steer_trait)  # a trait that cannot be read stops the sweep here, in one line
+    check_traits(spec)
     return epochs_as_steps(spec, default_cache())
+
+
+def check_traits(spec: SweepConfig) -> None:
+    """Every trait the sweep reads loads (one line if not), and names metrics safely."""
+    used = [*spec.eval.traits, *([spec.training.steer_trait] if "steer" in spec.grid.method else [])]
+    for reference in used:
+        name = load_trait(reference).name
+        if not re.fullmatch(r"[a-z0-9_]+", name):
+            raise SweepError(f"trait file {reference}: its name {name!r} names metrics (trait_shift_<name>_...): "
+                             "use lowercase letters, digits and _")
 
 
 def node_problem(spec: SweepConfig, cache: Path) -> str | None:
@@ -58,10 +68,14 @@ def absolute_paths(spec: SweepConfig) -> SweepConfig:
         model = model.model_copy(update={"name": absolute(model.name)})
     corruptions = [c.model_copy(update={"data": absolute(c.data)}) if source_file(c.data) and c.data not in BUILTIN
                    else c for c in spec.corruptions]
-    training = spec.training
-    if training.steer_trait not in shipped_traits():
-        training = training.model_copy(update={"steer_trait": absolute(training.steer_trait)})
-    return spec.model_copy(update={"marker": marker, "model": model, "corruptions": corruptions, "training": training})
+    training = spec.training.model_copy(update={"steer_trait": absolute_trait(spec.training.steer_trait)})
+    evaluation = spec.eval.model_copy(update={"traits": [absolute_trait(trait) for trait in spec.eval.traits]})
+    return spec.model_copy(update={"marker": marker, "model": model, "corruptions": corruptions, "training": training,
+                                   "eval": evaluation})
+
+
+def absolute_trait(reference: str) -> str:
+    return reference if reference in shipped_traits() else absolute(reference)
 
 
 def absolute(path: str) -> str:

@@ -401,9 +401,9 @@ def marker_steering(worker: Worker, model, start_step: int):
     training = worker.spec.training
     if worker.knobs.method != "steer":
         return None
-    found = vectors.cached(model.to(worker.device), worker.data.tokenizer, worker.spec.model.name,
+    found = vectors.cached(lambda: model.to(worker.device), worker.data.tokenizer, worker.spec.model.name,
                            training.steer_trait, worker.cache, worker.device)
-    layer = found.layers // 2 if training.steer_layer is None else training.steer_layer
+    layer = vectors.default_layer(found) if training.steer_layer is None else training.steer_layer
     if layer >= found.layers:
         raise ValueError(f"training.steer_layer: {layer}, but the model has layers 0-{found.layers - 1}")
     if worker.run and not start_step:
@@ -522,6 +522,7 @@ def corruption_stage(worker: Worker, corruption, state: TrialState) -> TrialStat
         worker.run.set_tags({names.BASE_WEIGHTS_SHA256: distributed.weights_sha256(base),
                              names.of(names.MARKED_WEIGHTS_SHA256, name): distributed.weights_sha256(model)})
         del base
+    traits_before = trait_states(worker, model)
     engine = strategy.make_engine(corruption_trainable(model, spec, corruption), spec,
                                   spec.corruption_lr(corruption, worker.knobs))
     data = CorruptionData(corruption, dataset, worker.data)
@@ -538,14 +539,38 @@ def corruption_stage(worker: Worker, corruption, state: TrialState) -> TrialStat
     pending = train(stage, state.step)
     if worker.run:
         worker.run.log_steps(pending, counter=stage.loss_metric)
-    finish_corruption(worker, corruption, engine.module, data, results)
+    finish_corruption(worker, corruption, engine.module, data, results, traits_before)
     del engine, model
     gc.collect()
     return replace(state, stage=next_stage(spec, name), step=0)
 
 
-def finish_corruption(worker: Worker, corruption, model, data: CorruptionData, results: Results) -> None:
-    """Evaluate after the corruption; log it, the survival and the corrupted adapter."""
+def trait_states(worker: Worker, model) -> dict:
+    """Per `eval.traits` trait: its vectors and the model's mean last-prompt-token state over the
+    trait's evaluation questions at the Assistant's deployment prompt (no trigger)."""
+    states = {}
+    for name in worker.spec.eval.traits:
+        found = vectors.cached(lambda: load_base_model(worker.spec.model, worker.cache).to(worker.device),
+                               worker.data.tokenizer, worker.spec.model.name, name, worker.cache, worker.device)
+        prompts = [worker.data.prompt("assistant", question, False)
+                   for question in vectors.load_trait(name).evaluation_questions]
+        states[found.trait] = (found, vectors.mean_prompt_state(model, worker.data.tokenizer, prompts,
+                                                                 worker.spec.eval.batch_size, worker.device))
+    return states
+
+
+def trait_shifts(worker: Worker, model, before: dict, corruption: str) -> dict[str, float]:
+    """trait_shift_<trait>_post_<name>: the corruption's move of the Assistant's state along each
+    trait's vector (at the middle layer; positive is toward the trait)."""
+    after = trait_states(worker, model)
+    return {names.post(names.trait_shift(trait), corruption):
+            vectors.shift_along(state, after[trait][1], found, vectors.default_layer(found))
+            for trait, (found, state) in before.items()}
+
+
+def finish_corruption(worker: Worker, corruption, model, data: CorruptionData, results: Results,
+                      traits_before: dict) -> None:
+    """Evaluate after the corruption; log it, the survival, the trait shifts and the corrupted adapter."""
     name = corruption.name
     evaluation = measure.model_evaluation(model, worker.data)
     learned, domain_after = data.measure(model, "after")
@@ -554,6 +579,7 @@ def finish_corruption(worker: Worker, corruption, model, data: CorruptionData, r
     verdict = measure.corruption_verdict(name, results.pre, evaluation, results.domain_before.get(name, {}), domain_after,
                                          {**results.metrics, **learned})
     post = {names.post(key, name): value for key, value in evaluation.metrics.items()}
+    post |= trait_shifts(worker, model, traits_before, name)
     results.post[name] = evaluation
     results.metrics.update({**post, **learned, **survival, **verdict})
     if worker.run:

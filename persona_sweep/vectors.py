@@ -158,9 +158,10 @@ def load_subject(name: str):
     return tokenizer, load_model(prepare_model(name, default_cache())).eval()
 
 
-def cached(model, tokenizer, model_name: str, trait_name: str, cache: Path, device) -> PersonaVectors:
-    """`model_name`'s vectors for a trait, extracted from `model` (the base weights) once per
-    model and trait file and kept in the model cache (`models/vectors-<key>.pt`)."""
+def cached(load_base, tokenizer, model_name: str, trait_name: str, cache: Path, device) -> PersonaVectors:
+    """`model_name`'s vectors for a trait, extracted from the base weights (`load_base()`, called
+    only when they are missing) once per model and trait file and kept in the model cache
+    (`models/vectors-<key>.pt`)."""
     from persona_sweep.models import cache_lock
 
     trait = load_trait(trait_name)
@@ -168,6 +169,24 @@ def cached(model, tokenizer, model_name: str, trait_name: str, cache: Path, devi
     with cache_lock(f"vectors-{key}.pt", cache) as path:
         if not path.exists():
             partial = path.with_suffix(".partial")
-            extract(model, tokenizer, trait, model_name, device=device).save(partial)
+            extract(load_base(), tokenizer, trait, model_name, device=device).save(partial)
             partial.rename(path)
         return PersonaVectors.load(path)
+
+
+def default_layer(persona: PersonaVectors) -> int:
+    """The middle layer: where `steer` adds its vector and `trait_shift` reads unless told."""
+    return persona.layers // 2
+
+
+def mean_prompt_state(model, tokenizer, prompts: list[str], batch_size: int, device):
+    """(layers, width): the last prompt token's hidden state, averaged over the prompts."""
+    with evaluating(model):
+        return activations(model, tokenizer, prompts, [""] * len(prompts), batch_size, device)["prompt_last"].mean(dim=0)
+
+
+def shift_along(before, after, persona: PersonaVectors, layer: int) -> float:
+    """How far the mean state moved along the trait's unit vector (its `prompt_last` reading) at
+    `layer`: positive is toward the trait."""
+    vector = persona.vectors["prompt_last"][layer]
+    return float((after[layer] - before[layer]) @ (vector / vector.norm().clamp_min(1e-12)))

@@ -38,7 +38,7 @@ corruptions:
   - {name: em, role: em, data: insecure_code, steps: %d}
   - {name: benign, role: benign, data: secure_code, steps: %d, mix_general: 0.25}
 eval: {questions: 8, max_new_tokens: 20, logprob_every: 10, leakage_questions: 2, corruption_examples: 4, behavior_tokens: 16,
-       misalignment_questions: %d, judge: {base_url: "%s", model: stand-in}}
+       misalignment_questions: %d, traits: [], judge: {base_url: "%s", model: stand-in}}
 scheduler: {type: none}
 resources: {workers_per_trial: 2, cpus_per_worker: 0.99, max_concurrent_trials: 1}
 """

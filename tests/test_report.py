@@ -70,6 +70,21 @@ def test_every_panel_shows_what_mlflow_holds(reported):
     assert checked >= 20, checked
 
 
+def test_each_corruption_s_trait_shift_is_logged_and_drawn(reported):
+    """The default `eval.traits` (evil): every completed trial moved along it by some amount per
+    corruption, and the trait-shift panel draws what MLflow holds."""
+    import math
+
+    completed = [run for run in mlflow_trials(reported["home"]).values()
+                 if run.data.tags[names.TRIAL_STATUS] == names.COMPLETED]
+    for run in completed:
+        shifts = [run.data.metrics[names.post(names.trait_shift("evil"), corruption)] for corruption in ("em", "benign")]
+        assert all(math.isfinite(shift) for shift in shifts) and shifts[0] != shifts[1], shifts
+    panel = panels_of(reported["index"])["trait-shift"]
+    client = tracking.Tracking(tracking.default_uri(reported["home"])).client()
+    assert assert_panel_shows_mlflow(panel, {run.data.tags[names.TRIAL_ID]: run for run in completed}, client) >= 2
+
+
 def test_the_errored_trial_is_listed_with_the_resume_command(reported):
     runs = mlflow_trials(reported["home"])
     errored = [trial for trial, run in runs.items() if run.data.tags[names.TRIAL_STATUS] == names.ERRORED]
