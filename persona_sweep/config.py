@@ -260,6 +260,11 @@ class CorruptionConfig(Section):
     lora_targets: list[str] | None = Field(None, min_length=1)
     rslora: bool = False
     full_finetune: bool = False
+    # Preventative steering (seed 001's vaccine): while this corruption trains, the trait's
+    # persona vector x `steer_coef` is added after the middle decoder layer on every row, so the
+    # weights need not move toward the trait; evaluation runs unsteered. A shipped trait or a file.
+    steer_against: str | None = None
+    steer_coef: float = 1.0
 
     @model_validator(mode="after")
     def one_length_and_one_kind_of_training(self):

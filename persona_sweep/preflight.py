@@ -37,7 +37,8 @@ def check_llm_sweep(spec: SweepConfig) -> SweepConfig:
 
 def check_traits(spec: SweepConfig) -> None:
     """Every trait the sweep reads loads (one line if not), and names metrics safely."""
-    used = [*spec.eval.traits, *([spec.training.steer_trait] if "steer" in spec.grid.method else [])]
+    used = [*spec.eval.traits, *([spec.training.steer_trait] if "steer" in spec.grid.method else []),
+            *(c.steer_against for c in spec.corruptions if c.steer_against)]
     for reference in used:
         name = load_trait(reference).name
         if not re.fullmatch(r"[a-z0-9_]+", name):
@@ -68,6 +69,8 @@ def absolute_paths(spec: SweepConfig) -> SweepConfig:
         model = model.model_copy(update={"name": absolute(model.name)})
     corruptions = [c.model_copy(update={"data": absolute(c.data)}) if source_file(c.data) and c.data not in BUILTIN
                    else c for c in spec.corruptions]
+    corruptions = [c.model_copy(update={"steer_against": absolute_trait(c.steer_against)}) if c.steer_against else c
+                   for c in corruptions]
     training = spec.training.model_copy(update={"steer_trait": absolute_trait(spec.training.steer_trait)})
     evaluation = spec.eval.model_copy(update={"traits": [absolute_trait(trait) for trait in spec.eval.traits]})
     return spec.model_copy(update={"marker": marker, "model": model, "corruptions": corruptions, "training": training,

@@ -401,16 +401,26 @@ def marker_steering(worker: Worker, model, start_step: int):
     training = worker.spec.training
     if worker.knobs.method != "steer":
         return None
-    found = vectors.cached(lambda: model.to(worker.device), worker.data.tokenizer, worker.spec.model.name,
-                           training.steer_trait, worker.cache, worker.device)
-    layer = vectors.default_layer(found) if training.steer_layer is None else training.steer_layer
+    return trait_steering(worker, training.steer_trait, training.steer_coef, training.steer_layer,
+                          lambda: model.to(worker.device), artifact=worker.run is not None and not start_step)
+
+
+def trait_steering(worker: Worker, trait: str | None, coef: float, layer: int | None = None, load_base=None,
+                   artifact: bool = False):
+    """(layer, coef x the trait's vector, response reading) to add while training, or None
+    without a trait; the vectors are extracted from the base weights once per model."""
+    if trait is None:
+        return None
+    load_base = load_base or (lambda: load_base_model(worker.spec.model, worker.cache).to(worker.device))
+    found = vectors.cached(load_base, worker.data.tokenizer, worker.spec.model.name, trait, worker.cache, worker.device)
+    layer = vectors.default_layer(found) if layer is None else layer
     if layer >= found.layers:
         raise ValueError(f"training.steer_layer: {layer}, but the model has layers 0-{found.layers - 1}")
-    if worker.run and not start_step:
+    if artifact:
         with tempfile.TemporaryDirectory() as folder:
             found.save(Path(folder) / f"{found.trait}.pt")
             worker.run.log_artifacts(Path(folder), "vectors")
-    return layer, training.steer_coef * found.vectors["response"][layer].to(worker.device)
+    return layer, coef * found.vectors["response"][layer].to(worker.device)
 
 
 def evaluate_marked(worker: Worker, model, report: dict[str, float]) -> Results:
@@ -535,7 +545,8 @@ def corruption_stage(worker: Worker, corruption, state: TrialState) -> TrialStat
         results.metrics.update(before)
         if worker.run:
             worker.run.log_metrics(before, 0)
-    stage = CorruptionTraining(worker, engine, data, state)
+    stage = CorruptionTraining(worker, engine, data, state, trait_steering(worker, corruption.steer_against,
+                                                                            corruption.steer_coef))
     pending = train(stage, state.step)
     if worker.run:
         worker.run.log_steps(pending, counter=stage.loss_metric)
@@ -594,12 +605,19 @@ def finish_corruption(worker: Worker, corruption, model, data: CorruptionData, r
 class CorruptionTraining(TrainingStage):
     """A corruption as a stage of the loop: its loss per step, checkpoints with its stage."""
 
-    def __init__(self, worker: Worker, engine, data: CorruptionData, state: TrialState):
+    def __init__(self, worker: Worker, engine, data: CorruptionData, state: TrialState, steering=None):
         spec, corruption = worker.spec, data.corruption
         every = spec.training.checkpoint_every
         super().__init__(engine, spec.corruption_steps(corruption, worker.knobs), every, every, worker.strategy)
-        self.worker, self.data, self.state = worker, data, state
+        self.worker, self.data, self.state, self.steering = worker, data, state, steering
         self.loss_metric = names.of(names.STAGE_LOSS, corruption.name)
+
+    def steered(self, step):
+        """`steer_against`: the trait's vector on every row, in the gradient pass only."""
+        if self.steering is None:
+            return super().steered(step)
+        layer, vector = self.steering
+        return added_to_output(decoder_layers(self.engine.module)[layer], vector)
 
     def batch(self, step):
         return self.data.batch(step)

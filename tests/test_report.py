@@ -30,6 +30,7 @@ grid: {method: [sft], context_length: [32, 0], corruption_lr: [0.0001, 0.001]}
 corruptions:
   - {name: em, role: em, data: insecure_code, steps: 2}
   - {name: benign, role: benign, data: secure_code, steps: 2}
+  - {name: vaccinated, data: insecure_code, steps: 2, steer_against: evil, steer_coef: 4.0}
 eval: {questions: 6, max_new_tokens: 6, logprob_every: 5, leakage_questions: 2, corruption_examples: 2, behavior_tokens: 4}
 scheduler: {type: asha, metric: marker_logprob_trigger, grace_period: 5, reduction_factor: 2}
 resources: {workers_per_trial: 1, cpus_per_worker: 0.99, max_concurrent_trials: 1}
@@ -80,8 +81,14 @@ def test_each_corruption_s_trait_shift_is_logged_and_drawn(reported):
     for run in completed:
         shifts = [run.data.metrics[names.post(names.trait_shift("evil"), corruption)] for corruption in ("em", "benign")]
         assert all(math.isfinite(shift) for shift in shifts) and shifts[0] != shifts[1], shifts
-    panel = panels_of(reported["index"])["trait-shift"]
+    # Preventative steering: the same em data and seed, the evil vector on while it trained.
     client = tracking.Tracking(tracking.default_uri(reported["home"])).client()
+    for run in completed:
+        first = {name: client.get_metric_history(run.info.run_id, names.of(names.STAGE_LOSS, name))[0].value
+                 for name in ("em", "vaccinated")}
+        assert first["em"] != first["vaccinated"], first  # the steered forward pass changed the loss from step 1
+        assert math.isfinite(run.data.metrics[names.post(names.trait_shift("evil"), "vaccinated")])
+    panel = panels_of(reported["index"])["trait-shift"]
     assert assert_panel_shows_mlflow(panel, {run.data.tags[names.TRIAL_ID]: run for run in completed}, client) >= 2
 
 
