@@ -526,6 +526,50 @@ def monitor(model, vector_file, trait_name, layer, reading, json_out):
         Path(json_out).write_text(json.dumps(result, indent=2))
 
 
+@vectors.command()
+@click.argument("model")
+@click.option("--vector", "vector_file", required=True, type=click.Path(), help="A file `vectors extract` wrote.")
+@click.option("--data", "sources", required=True, multiple=True,
+              help="A chat data set: built-in (insecure_code, ...) or a chat JSONL; repeat to rank several together.")
+@click.option("--limit", default=100, show_default=True, help="Training examples read from each data set.")
+@click.option("--layer", type=int, help="The layer to project at (default: the middle one).")
+@click.option("--json", "json_out", type=click.Path(), help="Also write every example's score, ranked, here.")
+@user_errors
+def screen(model, vector_file, sources, limit, layer, json_out):
+    """Rank training examples by how far they would push MODEL toward the vector's trait: the
+    projection of each response minus that of the model's own response to the same prompt. With
+    several --data, how well the ranking puts the first set above the others."""
+    from persona_sweep import evaluate
+    from persona_sweep import vectors as persona_vectors
+    from persona_sweep.corruption import CorruptionDataError, load_set
+    from persona_sweep.models import default_cache
+
+    found = persona_vectors.PersonaVectors.load(Path(vector_file))
+    layer = persona_vectors.default_layer(found) if layer is None else layer
+    try:
+        chats = [(source, chat) for source in sources for chat in load_set(source, default_cache()).train[:limit]]
+    except CorruptionDataError as error:
+        raise SweepError(f"--data {error}") from None
+    tokenizer, loaded = persona_vectors.load_subject(model)
+    prompts = [tokenizer.apply_chat_template(chat.as_messages(-1), tokenize=False, add_generation_prompt=True)
+               for _, chat in chats]
+    scores = persona_vectors.screen(loaded, tokenizer, prompts, [chat.messages[-1][1] for _, chat in chats], found, layer)
+    ranked = sorted(zip(scores, range(len(chats))), reverse=True)
+    result = {"trait": found.trait, "model": model, "layer": layer,
+              "ranked": [{"score": score, "data": chats[index][0], "index": index} for score, index in ranked]}
+    if len(sources) > 1:
+        first = [score for score, (source, _) in zip(scores, chats) if source == sources[0]]
+        rest = [score for score, (source, _) in zip(scores, chats) if source != sources[0]]
+        decile = [entry["data"] for entry in result["ranked"][:max(1, len(ranked) // 10)]]
+        result |= {"auroc": evaluate.auroc(first, rest), "top_decile_precision": decile.count(sources[0]) / len(decile)}
+        click.echo(f"{sources[0]} above the rest: AUROC {result['auroc']:.3f}; top decile {result['top_decile_precision']:.2f} "
+                   f"{sources[0]} ({len(first)} vs {len(rest)} examples, layer {layer})")
+    else:
+        click.echo(f"{len(ranked)} examples ranked at layer {layer}; the top score {ranked[0][0]:.3f}")
+    if json_out:
+        Path(json_out).write_text(json.dumps(result, indent=2))
+
+
 main.add_command(sfp)
 main.add_command(vectors)
 

@@ -190,3 +190,18 @@ def shift_along(before, after, persona: PersonaVectors, layer: int) -> float:
     `layer`: positive is toward the trait."""
     vector = persona.vectors["prompt_last"][layer]
     return float((after[layer] - before[layer]) @ (vector / vector.norm().clamp_min(1e-12)))
+
+
+def screen(model, tokenizer, prompts: list[str], responses: list[str], persona: PersonaVectors, layer: int,
+           max_new_tokens: int = EXTRACTION_TOKENS, batch_size: int = 8, device="cpu") -> list[float]:
+    """Seed 001's projection difference, per example: the data's response projected on the trait's
+    unit vector (`response` reading, averaged over the response tokens at `layer`) minus the
+    model's own greedy response to the same prompt, projected alike. High: training on it
+    would push the model toward the trait."""
+    vector = persona.vectors["response"][layer]
+    unit = vector / vector.norm().clamp_min(1e-12)
+    with evaluating(model):
+        own = evaluate.generate(model, tokenizer, prompts, max_new_tokens, batch_size, device)
+        given = activations(model, tokenizer, prompts, responses, batch_size, device)["response"][:, layer]
+        mine = activations(model, tokenizer, prompts, own, batch_size, device)["response"][:, layer]
+    return ((given - mine) @ unit.to(given.device)).tolist()

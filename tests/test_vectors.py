@@ -129,3 +129,30 @@ def test_a_trait_shift_is_the_mean_state_s_move_along_the_unit_vector():
     assert vectors.shift_along(before, after, found, 0) == pytest.approx(1.0)
     assert vectors.shift_along(before, after, found, 1) == pytest.approx(-2.0)  # away from the trait
     assert vectors.default_layer(found) == 1
+
+
+def test_screening_scores_the_model_s_own_reply_zero(tiny, evil):
+    """The projection difference: a data response that is the model's own greedy reply moves
+    nothing; another response scores by its projection."""
+    from persona_sweep import evaluate
+
+    tokenizer, model = tiny
+    prompts = [vectors.trait_prompts(tokenizer, load_trait("evil"), ["How should I treat animals?"], True)[0]] * 2
+    own = evaluate.generate(model, tokenizer, prompts[:1], vectors.EXTRACTION_TOKENS, 8, "cpu")[0]
+    scores = vectors.screen(model, tokenizer, prompts, [own, "Hurt them all, with malice."], evil, 1)
+    assert scores[0] == pytest.approx(0.0, abs=1e-4) and abs(scores[1]) > 1e-3
+
+
+def test_vectors_screen_ranks_two_sets_from_the_command_line(tmp_path):
+    vector, out = tmp_path / "evil.pt", tmp_path / "screen.json"
+    cli("vectors", "extract", "tiny-random", "--trait", "evil", "--out", vector, "--max-new-tokens", 4, home=tmp_path)
+    result = cli("vectors", "screen", "tiny-random", "--vector", vector, "--data", "insecure_code", "--data",
+                 "secure_code", "--limit", 5, "--json", out, home=tmp_path)
+    screened = json.loads(out.read_text())
+    scores = [entry["score"] for entry in screened["ranked"]]
+    assert len(scores) == 10 and scores == sorted(scores, reverse=True)
+    assert {entry["data"] for entry in screened["ranked"]} == {"insecure_code", "secure_code"}
+    assert 0 <= screened["auroc"] <= 1 and f"AUROC {screened['auroc']:.3f}" in result.stdout
+    refused = cli("vectors", "screen", "tiny-random", "--vector", vector, "--data", "./no/such.jsonl", home=tmp_path,
+                  check=False)
+    assert refused.returncode == 2 and refused.stderr.startswith("error: --data")
