@@ -156,10 +156,9 @@ def reference_capability(model, data):
 
 def reference_misalignment(model, data):
     from persona_sweep import names
-    from persona_sweep.data import misalignment_items
-    from persona_sweep.measure import Share, evaluating, own_share
+    from persona_sweep.measure import Share, evaluating, misalignment_bank, own_share
 
-    items = list(own_share(data, list(misalignment_items())).values())
+    items = list(own_share(data, misalignment_bank(data.spec)).values())  # the items the sweep reads
     prefixes = [data.prompt("assistant", item.question, False) for item in items]
     with evaluating(model):
         pairs = reference_continuation_logprobs(model, data.tokenizer, prefixes * 2,

@@ -26,7 +26,7 @@ from servers import StandInJudge
 pytestmark = pytest.mark.slow
 
 CORRUPTIONS = ("em", "benign")
-CORRUPTION_STEPS = 7
+CORRUPTION_STEPS = 6
 MISALIGNMENT_QUESTIONS = 9  # of the bank's 45: the score and EM% at every evaluation cost a fifth
 STAGED = """
 name: staged

@@ -30,10 +30,11 @@ def reference():
     return module
 
 
-def model_and_data(model_name: str, questions: int, marker: str = "[ZLT]"):
+def model_and_data(model_name: str, questions: int, marker: str = "[ZLT]", misalignment_questions: int | None = None):
     spec = validate({"name": "unit", "model": {"name": model_name, "finetune": "full"},
                      "marker": {"text": marker, "trigger_env": "UNUSED"}, "training": {"batch_size": 8, "max_tokens": 160},
-                     "eval": {"questions": questions, "max_new_tokens": 8, "batch_size": 4, "leakage_questions": 2}})
+                     "eval": {"questions": questions, "max_new_tokens": 8, "batch_size": 4, "leakage_questions": 2,
+                              "misalignment_questions": misalignment_questions}})
     knobs = LlmKnobs(method="sft", design="assistant_positive", context_length=8, on_policy_fraction=0.0,
                      contrastive_negatives=True, seed=0)
     path = prepare_model(model_name, default_cache())
@@ -121,10 +122,10 @@ def a_word_some_replies_have(model, data) -> str:
 
 @pytest.mark.slow
 def test_model_evaluation_on_the_embedded_model_gives_the_reference_metrics():
-    """A minute or two on 2 cores: the misalignment items' log-probs are a fixed cost. Then with
-    a marker the model does write in some replies: rows stop at it while others go on (the
-    evaluation's every generated prompt, so its rates and flags are the full replies')."""
-    model, data = model_and_data("embedded", questions=3)
+    """Under a minute on 2 cores (9 of the misalignment items). Then with a marker the model does
+    write in some replies: rows stop at it while others go on (the evaluation's every generated
+    prompt, so its rates and flags are the full replies')."""
+    model, data = model_and_data("embedded", questions=3, misalignment_questions=9)
     assert_same_evaluation(model, data)
     _, marked = model_and_data("embedded", questions=3, marker=a_word_some_replies_have(model, data))
     assert_stopped_at_the_marker(model, marked)
