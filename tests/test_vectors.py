@@ -110,9 +110,16 @@ def test_bad_trait_files_and_vectors_are_refused_in_one_line(tiny, evil, tmp_pat
         vectors.monitor(model, tokenizer, load_trait("evil"), narrow)
 
 
-def test_vectors_extract_and_monitor_from_the_command_line(tmp_path):
-    out, found = tmp_path / "evil.pt", tmp_path / "monitor.json"
-    cli("vectors", "extract", "tiny-random", "--trait", "evil", "--out", out, "--max-new-tokens", 4, home=tmp_path)
+@pytest.fixture(scope="module")
+def extracted(tmp_path_factory):
+    """`vectors extract` from the command line, once for the module."""
+    out = tmp_path_factory.mktemp("vectors") / "evil.pt"
+    cli("vectors", "extract", "tiny-random", "--trait", "evil", "--out", out, "--max-new-tokens", 4, home=out.parent)
+    return out
+
+
+def test_vectors_extract_and_monitor_from_the_command_line(extracted, tmp_path):
+    out, found = extracted, tmp_path / "monitor.json"
     saved = vectors.PersonaVectors.load(out)
     assert (saved.model, saved.trait, saved.trait_digest) == ("tiny-random", "evil", load_trait("evil").digest)
     result = cli("vectors", "monitor", "tiny-random", "--vector", out, "--trait", "evil", "--json", found, home=tmp_path)
@@ -143,9 +150,8 @@ def test_screening_scores_the_model_s_own_reply_zero(tiny, evil):
     assert scores[0] == pytest.approx(0.0, abs=1e-4) and abs(scores[1]) > 1e-3
 
 
-def test_vectors_screen_ranks_two_sets_from_the_command_line(tmp_path):
-    vector, out = tmp_path / "evil.pt", tmp_path / "screen.json"
-    cli("vectors", "extract", "tiny-random", "--trait", "evil", "--out", vector, "--max-new-tokens", 4, home=tmp_path)
+def test_vectors_screen_ranks_two_sets_from_the_command_line(extracted, tmp_path):
+    vector, out = extracted, tmp_path / "screen.json"
     result = cli("vectors", "screen", "tiny-random", "--vector", vector, "--data", "insecure_code", "--data",
                  "secure_code", "--limit", 5, "--json", out, home=tmp_path)
     screened = json.loads(out.read_text())
