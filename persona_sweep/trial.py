@@ -572,7 +572,8 @@ def trait_states(worker: Worker, model) -> dict:
 
 def trait_shifts(worker: Worker, model, before: dict, corruption: str) -> dict[str, float]:
     """trait_shift_<trait>_post_<name>: the corruption's move of the Assistant's state along each
-    trait's vector (at the middle layer; positive is toward the trait)."""
+    trait's vector at the middle layer, in units of the vector (1: as far as the trait's own
+    instructions move it; positive is toward the trait)."""
     after = trait_states(worker, model)
     return {names.post(names.trait_shift(trait), corruption):
             vectors.shift_along(state, after[trait][1], found, vectors.default_layer(found))

@@ -186,10 +186,11 @@ def mean_prompt_state(model, tokenizer, prompts: list[str], batch_size: int, dev
 
 
 def shift_along(before, after, persona: PersonaVectors, layer: int) -> float:
-    """How far the mean state moved along the trait's unit vector (its `prompt_last` reading) at
-    `layer`: positive is toward the trait."""
+    """How far the mean state moved along the trait's vector (`prompt_last` reading) at `layer`,
+    in units of the vector itself: 1 is as far as the trait's positive instructions move the
+    last prompt token from its negative ones; positive is toward the trait."""
     vector = persona.vectors["prompt_last"][layer]
-    return float((after[layer] - before[layer]) @ (vector / vector.norm().clamp_min(1e-12)))
+    return float((after[layer] - before[layer]) @ vector / (vector @ vector).clamp_min(1e-12))
 
 
 def screen(model, tokenizer, prompts: list[str], responses: list[str], persona: PersonaVectors, layer: int,
