@@ -4,7 +4,7 @@ weights, survival and the detection gap in MLflow, a driver killed inside a corr
 resumed, a second trial that reuses the marker stage, and `detect` on the result.
 
 One module-scoped sweep of two trials that differ only in `corruption_lr` serves every test
-here (about 8 minutes): the first trains the marker (20 steps at lr 3e-3: a marker rate near 1
+here (about 5.5 minutes): the first trains the marker (20 steps at lr 3e-3: a marker rate near 1
 on held-out questions, measured), the second finds it and goes straight to its corruptions.
 """
 from __future__ import annotations
