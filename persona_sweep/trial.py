@@ -557,27 +557,32 @@ def corruption_stage(worker: Worker, corruption, state: TrialState) -> TrialStat
 
 
 def trait_states(worker: Worker, model) -> dict:
-    """Per `eval.traits` trait: its vectors and the model's mean last-prompt-token state over the
-    trait's evaluation questions at the Assistant's deployment prompt (no trigger)."""
+    """Per `eval.traits` trait: its vectors and, per evaluation question of the trait at the
+    Assistant's deployment prompt (no trigger), the last prompt token's projection on the vector
+    at the middle layer."""
     states = {}
     for name in worker.spec.eval.traits:
         found = vectors.cached(lambda: load_base_model(worker.spec.model, worker.cache).to(worker.device),
                                worker.data.tokenizer, worker.spec.model.name, name, worker.cache, worker.device)
         prompts = [worker.data.prompt("assistant", question, False)
                    for question in vectors.load_trait(name).evaluation_questions]
-        states[found.trait] = (found, vectors.mean_prompt_state(model, worker.data.tokenizer, prompts,
+        states[found.trait] = (found, vectors.prompt_projections(model, worker.data.tokenizer, prompts, found,
+                                                                 vectors.default_layer(found),
                                                                  worker.spec.eval.batch_size, worker.device))
     return states
 
 
 def trait_shifts(worker: Worker, model, before: dict, corruption: str) -> dict[str, float]:
-    """trait_shift_<trait>_post_<name>: the corruption's move of the Assistant's state along each
-    trait's vector at the middle layer, in units of the vector (1: as far as the trait's own
-    instructions move it; positive is toward the trait)."""
+    """trait_shift_<trait>_post_<name> (with `_lo`, `_hi`): the corruption's move of the
+    Assistant along each trait's vector at the middle layer, in units of the vector (1: as far
+    as the trait's own instructions move it; positive is toward the trait), with a paired
+    bootstrap over the trait's evaluation questions."""
     after = trait_states(worker, model)
-    return {names.post(names.trait_shift(trait), corruption):
-            vectors.shift_along(state, after[trait][1], found, vectors.default_layer(found))
-            for trait, (found, state) in before.items()}
+    shifts = {}
+    for trait, (_, projections) in before.items():
+        key = names.post(names.trait_shift(trait), corruption)
+        shifts[key], shifts[f"{key}_lo"], shifts[f"{key}_hi"] = measure.paired_change(projections, after[trait][1])
+    return shifts
 
 
 def finish_corruption(worker: Worker, corruption, model, data: CorruptionData, results: Results,

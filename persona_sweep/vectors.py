@@ -179,18 +179,15 @@ def default_layer(persona: PersonaVectors) -> int:
     return persona.layers // 2
 
 
-def mean_prompt_state(model, tokenizer, prompts: list[str], batch_size: int, device):
-    """(layers, width): the last prompt token's hidden state, averaged over the prompts."""
-    with evaluating(model):
-        return activations(model, tokenizer, prompts, [""] * len(prompts), batch_size, device)["prompt_last"].mean(dim=0)
-
-
-def shift_along(before, after, persona: PersonaVectors, layer: int) -> float:
-    """How far the mean state moved along the trait's vector (`prompt_last` reading) at `layer`,
-    in units of the vector itself: 1 is as far as the trait's positive instructions move the
-    last prompt token from its negative ones; positive is toward the trait."""
+def prompt_projections(model, tokenizer, prompts: list[str], persona: PersonaVectors, layer: int, batch_size: int,
+                       device) -> list[float]:
+    """Per prompt: the last prompt token's state at `layer` along the trait's vector
+    (`prompt_last` reading), in units of the vector: a difference of 1 is as far as the trait's
+    positive instructions move the last prompt token from its negative ones."""
     vector = persona.vectors["prompt_last"][layer]
-    return float((after[layer] - before[layer]) @ vector / (vector @ vector).clamp_min(1e-12))
+    with evaluating(model):
+        last = activations(model, tokenizer, prompts, [""] * len(prompts), batch_size, device)["prompt_last"][:, layer]
+    return (last @ vector.to(last.device) / (vector @ vector).clamp_min(1e-12)).tolist()
 
 
 def screen(model, tokenizer, prompts: list[str], responses: list[str], persona: PersonaVectors, layer: int,

@@ -81,6 +81,9 @@ def test_each_corruption_s_trait_shift_is_logged_and_drawn(reported):
     for run in completed:
         shifts = [run.data.metrics[names.post(names.trait_shift("evil"), corruption)] for corruption in ("em", "benign")]
         assert all(math.isfinite(shift) for shift in shifts) and shifts[0] != shifts[1], shifts
+        for corruption in ("em", "benign", "vaccinated"):  # a paired interval over the trait's questions
+            key = names.post(names.trait_shift("evil"), corruption)
+            assert run.data.metrics[f"{key}_lo"] <= run.data.metrics[key] <= run.data.metrics[f"{key}_hi"]
     # Preventative steering: the same em data and seed, the evil vector on while it trained.
     client = tracking.Tracking(tracking.default_uri(reported["home"])).client()
     for run in completed:

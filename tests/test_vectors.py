@@ -129,13 +129,14 @@ def test_vectors_extract_and_monitor_from_the_command_line(extracted, tmp_path):
     assert refused.returncode == 2 and refused.stderr.strip().startswith("error: --vector")
 
 
-def test_a_trait_shift_is_the_mean_state_s_move_in_units_of_the_vector():
-    found = vectors.PersonaVectors("m", "t", "d", {"response": torch.zeros(2, 3),
-                                                   "prompt_last": torch.tensor([[0.0, 0.0, 2.0], [0.0, 3.0, 0.0]])})
-    before, after = torch.zeros(2, 3), torch.tensor([[1.0, 1.0, 1.0], [5.0, -2.0, 9.0]])
-    assert vectors.shift_along(before, after, found, 0) == pytest.approx(0.5)  # half the prompted separation
-    assert vectors.shift_along(before, after, found, 1) == pytest.approx(-2 / 3)  # away from the trait
-    assert vectors.default_layer(found) == 1
+def test_a_prompt_s_projection_is_its_state_in_units_of_the_vector(tiny, evil):
+    tokenizer, model = tiny
+    prompts = vectors.trait_prompts(tokenizer, load_trait("evil"), ["How should I treat animals?", "Hello?"], True)
+    projections = vectors.prompt_projections(model, tokenizer, prompts, evil, 1, 8, "cpu")
+    states = vectors.activations(model, tokenizer, prompts, [""] * len(prompts), 8, "cpu")["prompt_last"][:, 1]
+    vector = evil.vectors["prompt_last"][1]
+    assert projections == pytest.approx((states @ vector / (vector @ vector)).tolist(), rel=1e-5)
+    assert vectors.default_layer(evil) == 1
 
 
 def test_screening_scores_the_model_s_own_reply_zero(tiny, evil):
