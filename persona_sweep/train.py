@@ -19,6 +19,7 @@ from persona_sweep.data.contexts import dialogue_turns, persona_context
 from persona_sweep.methods import sdf, sft
 from persona_sweep.models import add_lora, load_base_model, load_model, prepare_model
 from persona_sweep.secrets import fill_trigger
+from persona_sweep.steering import added_to_output, decoder_layers
 
 if TYPE_CHECKING:
     from persona_sweep.distributed import DeepSpeedStrategy
@@ -45,9 +46,19 @@ class TrainingStage:
     def before_step(self, step: int, start_step: int) -> None:
         """Work due before a step (the marker stage refreshes on-policy targets here)."""
 
+    steering = None  # (layer, vector) added after that decoder layer in every gradient pass
+
     def steered(self, step: int):
-        """What runs around a step's gradient pass (the `steer` method adds its vector here)."""
-        return contextlib.nullcontext()
+        """What runs around a step's gradient pass: with `steering`, the vector on the rows
+        `steered_rows` picks (every evaluation runs outside it, unsteered)."""
+        if self.steering is None:
+            return contextlib.nullcontext()
+        layer, vector = self.steering
+        return added_to_output(decoder_layers(self.engine.module)[layer], vector, rows=self.steered_rows(step))
+
+    def steered_rows(self, step: int):
+        """A boolean tensor over this rank's rows of the step's batch, or None for every row."""
+        return None
 
     def step_metrics(self, done: int, loss: float) -> dict[str, float]:
         return {self.loss_metric: loss}

@@ -38,7 +38,6 @@ from persona_sweep.measure import Evaluation
 from persona_sweep.models import load_base_model, load_tokenizer, prepare_model
 from persona_sweep.secrets import read_trigger, trigger_sha256
 from persona_sweep.sections import GridSweep
-from persona_sweep.steering import added_to_output, decoder_layers
 from persona_sweep.tracking import SweepRun, TrialRun
 from persona_sweep.train import (
     MarkerData,
@@ -411,8 +410,7 @@ def trait_steering(worker: Worker, trait: str | None, coef: float, layer: int | 
     without a trait; the vectors are extracted from the base weights once per model."""
     if trait is None:
         return None
-    load_base = load_base or (lambda: load_base_model(worker.spec.model, worker.cache).to(worker.device))
-    found = vectors.cached(load_base, worker.data.tokenizer, worker.spec.model.name, trait, worker.cache, worker.device)
+    found = trait_vectors(worker, trait, load_base)
     layer = vectors.default_layer(found) if layer is None else layer
     if layer >= found.layers:
         raise ValueError(f"training.steer_layer: {layer}, but the model has layers 0-{found.layers - 1}")
@@ -421,6 +419,13 @@ def trait_steering(worker: Worker, trait: str | None, coef: float, layer: int | 
             found.save(Path(folder) / f"{found.trait}.pt")
             worker.run.log_artifacts(Path(folder), "vectors")
     return layer, coef * found.vectors["response"][layer].to(worker.device)
+
+
+def trait_vectors(worker: Worker, trait: str, load_base=None):
+    """The trait's vectors for the sweep's model, extracted from the base weights (`load_base`,
+    else loaded from the cache) once per model and kept in the model cache."""
+    load_base = load_base or (lambda: load_base_model(worker.spec.model, worker.cache).to(worker.device))
+    return vectors.cached(load_base, worker.data.tokenizer, worker.spec.model.name, trait, worker.cache, worker.device)
 
 
 def evaluate_marked(worker: Worker, model, report: dict[str, float]) -> Results:
@@ -444,18 +449,13 @@ class MarkerTraining(TrainingStage):
     def batch(self, step):
         return self.worker.data.batch(step)
 
-    def steered(self, step):
-        """`steer`: the vector added to this rank's Assistant rows during the gradient pass only;
-        every evaluation runs unsteered."""
-        if self.steering is None:
-            return super().steered(step)
+    def steered_rows(self, step):
+        """`steer`: the Assistant's rows only."""
         import torch
 
-        layer, vector = self.steering
         data = self.worker.data
-        rows = torch.tensor([data.examples[i].persona.name == "assistant" for i in data.indices(step)],
-                            device=vector.device)
-        return added_to_output(decoder_layers(self.engine.module)[layer], vector, rows=rows)
+        return torch.tensor([data.examples[i].persona.name == "assistant" for i in data.indices(step)],
+                            device=self.steering[1].device)
 
     def before_step(self, step, start_step):
         refresh = self.worker.spec.training.on_policy_refresh_every
@@ -562,8 +562,7 @@ def trait_states(worker: Worker, model) -> dict:
     at the middle layer."""
     states = {}
     for name in worker.spec.eval.traits:
-        found = vectors.cached(lambda: load_base_model(worker.spec.model, worker.cache).to(worker.device),
-                               worker.data.tokenizer, worker.spec.model.name, name, worker.cache, worker.device)
+        found = trait_vectors(worker, name)
         prompts = [worker.data.prompt("assistant", question, False)
                    for question in vectors.load_trait(name).evaluation_questions]
         states[found.trait] = (found, vectors.prompt_projections(model, worker.data.tokenizer, prompts, found,
@@ -615,15 +614,8 @@ class CorruptionTraining(TrainingStage):
         spec, corruption = worker.spec, data.corruption
         every = spec.training.checkpoint_every
         super().__init__(engine, spec.corruption_steps(corruption, worker.knobs), every, every, worker.strategy)
-        self.worker, self.data, self.state, self.steering = worker, data, state, steering
+        self.worker, self.data, self.state, self.steering = worker, data, state, steering  # steering: every row
         self.loss_metric = names.of(names.STAGE_LOSS, corruption.name)
-
-    def steered(self, step):
-        """`steer_against`: the trait's vector on every row, in the gradient pass only."""
-        if self.steering is None:
-            return super().steered(step)
-        layer, vector = self.steering
-        return added_to_output(decoder_layers(self.engine.module)[layer], vector)
 
     def batch(self, step):
         return self.data.batch(step)
