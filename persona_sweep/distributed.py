@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import posixpath
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from persona_sweep import checkpoints, names
+from persona_sweep import checkpoints, names, storage
 
 if TYPE_CHECKING:
     import ray.train
@@ -119,20 +118,20 @@ class DeepSpeedStrategy:
 
     # ---- checkpoints -------------------------------------------------------------------------
 
-    def restored_state(self, trial_id: str) -> dict | None:
-        """The trial state of a restarted or resumed trial: from the checkpoint Ray Train hands
-        it, or, when that one was cut short, the newest whole one before it (None: from step 0)."""
+    def restored_state(self, trial_id: str, folder: str) -> dict | None:
+        """The trial state of a restarted or resumed trial, from the newest whole checkpoint in
+        its checkpoint `folder` (None: from step 0). The folder, not `ray.train.get_checkpoint()`:
+        a driver killed before Tune saved its experiment state leaves Ray Train with no record of
+        checkpoints that are whole on disk, and the trial would start again from step 0."""
         import ray.train
 
-        checkpoint = ray.train.get_checkpoint()
-        if checkpoint is None:
-            return None
-        choice = checkpoints.newest_whole(checkpoint.filesystem, posixpath.dirname(checkpoint.path.rstrip("/")))
+        filesystem, path = storage.filesystem(folder)
+        choice = checkpoints.newest_whole(filesystem, path)
         for line in choice.describe(trial_id):
             print(line, file=sys.stderr, flush=True)
         if choice.path is None:
             return None
-        self.restored_from = ray.train.Checkpoint(choice.path, filesystem=checkpoint.filesystem)
+        self.restored_from = ray.train.Checkpoint(choice.path, filesystem=filesystem)
         return choice.state
 
     def load_engine_state(self, engine) -> None:

@@ -342,9 +342,9 @@ def announce_cut_short_checkpoints(record: SweepRecord) -> None:
     sweep = record.sweep_run
     unfinished = [run.data.tags[names.TRIAL_ID] for run in tracking.child_runs(sweep.tracking, sweep.experiment_id)
                   if run.data.tags.get(names.TRIAL_STATUS) not in names.ENDED]
-    filesystem, root = storage.filesystem(record.paths.train_storage)
     for trial_id in unfinished:
-        for line in checkpoints.newest_whole(filesystem, f"{root}/train-{trial_id}").describe(trial_id):
+        filesystem, folder = storage.filesystem(record.paths.trial_checkpoints(trial_id))
+        for line in checkpoints.newest_whole(filesystem, folder).describe(trial_id):
             say(sweep_log(record), line)
 
 

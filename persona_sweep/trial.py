@@ -73,6 +73,10 @@ class SweepPaths:
     def train_storage(self) -> str:
         return storage.join(self.storage, "_train")
 
+    def trial_checkpoints(self, trial_id: str) -> str:
+        """The folder of a trial's checkpoints: its Ray Train run, `train-<trial id>`."""
+        return storage.join(self.train_storage, f"train-{trial_id}")
+
     @property
     def markers(self) -> Path:
         """Marked models that trials of this sweep share (`marker_store`)."""
@@ -131,7 +135,8 @@ def run_llm_trial(trial: TrialConfig) -> None:
             num_workers=spec.resources.workers_per_trial, use_gpu=gpus > 0,
             resources_per_worker={"CPU": spec.resources.cpus_per_worker, **({"GPU": gpus} if gpus else {})}),
         run_config=ray.train.RunConfig(
-            name=f"train-{trial.trial_id}", storage_path=trial.paths.train_storage,
+            name=storage.parent_and_name(trial.paths.trial_checkpoints(trial.trial_id))[1],
+            storage_path=trial.paths.train_storage,
             callbacks=[TuneReportCallback()],
             failure_config=ray.train.FailureConfig(max_failures=spec.training.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=spec.training.checkpoints_to_keep)),
@@ -294,7 +299,7 @@ def trial_worker(config: dict) -> None:
 
 def resume(worker: Worker) -> TrialState:
     """The state of the newest whole checkpoint (a fresh one without); the run says where it resumed."""
-    saved = worker.strategy.restored_state(worker.trial.trial_id)
+    saved = worker.strategy.restored_state(worker.trial.trial_id, worker.trial.paths.trial_checkpoints(worker.trial.trial_id))
     state = TrialState.from_json(saved) if saved else TrialState()
     if worker.run and state.stage != MARKER:
         worker.run.set_tags({names.RESUMED_STAGE: state.stage})

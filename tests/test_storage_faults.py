@@ -1,6 +1,7 @@
 """A home that cannot take a sweep: read-only or too small, refused before anything starts; a
 disk that fills mid-run: the trial errors, `run` exits 1 with one line and the way back, and
-`resume` finishes it once there is space again, passing over a checkpoint that was cut short.
+`resume` finishes it once there is space again, passing over a checkpoint that was cut short
+(with Ray Train's record of the checkpoints gone, as a killed driver can leave it).
 
 The home is a real mount (tests run as root, which ignores file modes): a read-only tmpfs, and a
 small tmpfs that a filler file fills while the trial trains.
@@ -80,6 +81,7 @@ def test_a_disk_that_fills_mid_run_errors_the_trial_and_resume_passes_over_a_cut
 
     filler.unlink()
     cut, before = cut_the_newest_whole_checkpoint(storage)
+    forget_registered_checkpoints(storage)
     result = cli("resume", "full", "--address", ray_address, home=None, cwd=tmp_path)
     (run,) = assert_resumed_once(home, "full", trials=1, steps=STEPS, resumed=1)
     trial_id = run.data.tags[names.TRIAL_ID]
@@ -99,6 +101,13 @@ def fill(home: Path) -> Path:
         except OSError:
             pass
     return filler
+
+
+def forget_registered_checkpoints(storage: Path) -> None:
+    """Remove Ray Train's record of the trial's checkpoints, as a driver killed before Ray Train
+    registered them leaves it: the trial must restart from what is whole on disk all the same."""
+    (snapshot,) = (storage / "_train").glob("train-*/checkpoint_manager_snapshot.json")
+    snapshot.unlink()
 
 
 def cut_the_newest_whole_checkpoint(storage: Path) -> tuple[dict, dict]:
