@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from persona_sweep.config import SweepConfig
-from persona_sweep.misalignment_control import log_on_parent_run
+from persona_sweep.parent_run import log_on_parent_run
 from persona_sweep.preflight import check_llm_sweep, check_nodes
 from persona_sweep.sections import GridSweep
 from persona_sweep.sfp.config import SfpSweepConfig

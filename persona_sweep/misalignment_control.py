@@ -17,8 +17,6 @@ both data files); the llm kind logs it on every sweep's parent run, `detect` pri
 from __future__ import annotations
 
 import hashlib
-import json
-import time
 from pathlib import Path
 
 import yaml
@@ -60,41 +58,16 @@ def measured(model, tokenizer, batch_size: int, device="cpu") -> dict[str, float
 
 
 def cached(model_config, cache: Path, batch_size: int) -> dict[str, float]:
-    """The base model's control, measured once and kept in the model cache (on a GPU if there is one)."""
-    import torch
+    """The base model's control, measured once and kept in the model cache."""
+    from persona_sweep.models import measured_once
 
-    from persona_sweep.models import cache_lock, load_base_model, load_checked_tokenizer
-
-    key = cache_key(model_config.name)
-    path = Path(cache) / "controls" / f"{key}.json"
-    with cache_lock(f"control-{key}", cache):
-        if not path.exists():
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-            tokenizer = load_checked_tokenizer(model_config.name, cache, model_config.trust_remote_code)
-            model = load_base_model(model_config, cache).to(device).eval()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(measured(model, tokenizer, batch_size, device)))
-    return json.loads(path.read_text())
+    return measured_once("controls", cache_key(model_config.name), model_config, cache,
+                         lambda model, tokenizer, device: measured(model, tokenizer, batch_size, device))
 
 
 def cache_key(model_name: str) -> str:
     text = CACHE_VERSION + model_name + PROMPTS_FILE.read_text() + (DATA_DIR / "misalignment.yaml").read_text()
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def log_on_parent_run(record) -> None:
-    """What the llm kind adds to the parent run: the base model's control, measured (once per
-    model) in a Ray task with one trial worker's resources, not on the driver, which may be a
-    head node without the GPU a large model needs."""
-    import ray
-    from mlflow.entities import Metric
-
-    spec, resources = record.config, record.config.resources
-    task = ray.remote(num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker)(cached)
-    metrics = ray.get(task.remote(spec.model, record.paths.cache, spec.eval.batch_size))
-    now = int(time.time() * 1000)
-    record.sweep_run.tracking.client().log_batch(
-        record.sweep_run.parent_run_id, metrics=[Metric(key, value, now, 0) for key, value in metrics.items()])
 
 
 def line(metrics: dict[str, float]) -> str:

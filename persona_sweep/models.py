@@ -139,6 +139,24 @@ def load_base_model(model, cache: Path):
     return load_model(prepare_model(model.name, cache), trust_remote_code=model.trust_remote_code)
 
 
+def measured_once(folder: str, key: str, model, cache: Path, measure) -> dict[str, float]:
+    """`measure(base model, tokenizer, device)`, once per `key` and kept in the model cache
+    (`<folder>/<key>.json`); on a GPU if there is one. `model`: the ModelConfig."""
+    import json
+
+    import torch
+
+    path = Path(cache) / folder / f"{key}.json"
+    with cache_lock(f"{folder}-{key}", cache):
+        if not path.exists():
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            tokenizer = load_checked_tokenizer(model.name, cache, model.trust_remote_code)
+            base = load_base_model(model, cache).to(device).eval()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(measure(base, tokenizer, device)))
+    return json.loads(path.read_text())
+
+
 def load_checked_tokenizer(name: str, cache: Path, trust_remote_code: bool = False):
     """Run-time check on the driver: the model's config and tokenizer must load before any
     trial starts (an unknown HF id fails here in one line, not in every trial)."""

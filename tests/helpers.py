@@ -107,6 +107,13 @@ def assert_panel_shows_mlflow(panel: dict, runs: dict[str, object], client) -> i
             assert [(p["x"], p["mean"]) for p in series["points"]] == [(s, pytest.approx(v)) for s, v in history]
             assert series["stopped"] == (run.data.tags[names.TRIAL_STATUS] == names.STOPPED_EARLY)
             checked += 1
+        elif panel["type"] == "scatter":  # the parent run's values, one point per persona
+            parent = client.get_run(next(iter(runs.values())).data.tags[names.PARENT_RUN_ID]).data.metrics
+            assert series["points"], series
+            for point in series["points"]:
+                assert point["x"] == parent[f"{series['x_metric']}_{point['label']}"]
+                assert point["mean"] == parent[f"{series['metric']}_{point['label']}"]
+                checked += 1
         elif panel["type"] == "table":
             assert [row["trial_id"] for row in series["rows"]] and len(series["rows"]) == len(runs)
             for row in series["rows"]:

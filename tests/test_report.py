@@ -95,6 +95,36 @@ def test_each_corruption_s_trait_shift_is_logged_and_drawn(reported):
     assert assert_panel_shows_mlflow(panel, {run.data.tags[names.TRIAL_ID]: run for run in completed}, client) >= 2
 
 
+def test_the_parent_run_ranks_each_leakage_predictor_against_the_leakage_measured(reported):
+    """The base model's JS and activation cosine per held-out persona, the leakage the
+    assistant_positive trials measured for it, their Spearman correlations, and the scatter."""
+    import math
+
+    from persona_sweep import leakage_predictors
+    from persona_sweep.config import ModelConfig
+    from persona_sweep.models import default_cache
+
+    runs = mlflow_trials(reported["home"])
+    client = tracking.Tracking(tracking.default_uri(reported["home"])).client()
+    parent = client.get_run(next(iter(runs.values())).data.tags[names.PARENT_RUN_ID]).data.metrics
+    base = leakage_predictors.cached(ModelConfig(name="tiny-random"), default_cache())
+    assert {key: parent[key] for key in base} == pytest.approx(base)
+    held_out = leakage_predictors.held_out_personas()
+    assert len(base) == 2 * len(held_out) and all(0 <= base[f"base_js_{p}"] <= math.log(2) for p in held_out)
+    leakage = {p: [run.data.metrics[names.leakage(p)] for run in runs.values() if names.leakage(p) in run.data.metrics]
+               for p in held_out}
+    assert {p: parent[f"leakage_mean_{p}"] for p in held_out} == pytest.approx(
+        {p: sum(values) / len(values) for p, values in leakage.items()})
+    for predictor in ("js", "cosine"):
+        expected = leakage_predictors.spearman([base[f"base_{predictor}_{p}"] for p in held_out],
+                                               [parent[f"leakage_mean_{p}"] for p in held_out])
+        logged = parent[f"leakage_spearman_{predictor}"]
+        assert (math.isnan(logged) and math.isnan(expected)) or logged == pytest.approx(expected)
+    panel = panels_of(reported["index"])["leakage-predictors"]
+    assert [len(series["points"]) for series in panel["series"]] == [len(held_out)] * 2
+    assert assert_panel_shows_mlflow(panel, runs, client) == 2 * len(held_out)
+
+
 def test_the_errored_trial_is_listed_with_the_resume_command(reported):
     runs = mlflow_trials(reported["home"])
     errored = [trial for trial, run in runs.items() if run.data.tags[names.TRIAL_STATUS] == names.ERRORED]

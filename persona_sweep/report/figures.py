@@ -113,6 +113,23 @@ def plotly_front(panel, go):
     return figure
 
 
+def plotly_scatter(panel, go):
+    """One plot per series side by side (their x axes are different measures), points labelled."""
+    from plotly.subplots import make_subplots
+
+    count = max(1, len(panel["series"]))
+    figure = make_subplots(rows=1, cols=count, subplot_titles=[s["name"] for s in panel["series"]])
+    for col, series in enumerate(panel["series"], 1):
+        points = series["points"]
+        figure.add_scatter(name=series["name"], x=[p["x"] for p in points], y=[p["mean"] for p in points],
+                           mode="markers+text", text=[p["label"] for p in points], textposition="top center",
+                           row=1, col=col, showlegend=False)
+        figure.update_xaxes(title_text=series["x_metric"], row=1, col=col)
+        figure.update_yaxes(title_text=series["metric"], row=1, col=col)
+    figure.update_layout(height=460)
+    return figure
+
+
 def plotly_table(panel, go):
     from plotly.subplots import make_subplots
 
@@ -136,7 +153,7 @@ def table_cells(series: dict) -> tuple[list[str], list[list[str]]]:
 
 
 PLOTLY = {"bars": plotly_bars, "heatmap": plotly_heatmap, "lines": plotly_lines, "curves": plotly_curves,
-          "front": plotly_front, "table": plotly_table}
+          "front": plotly_front, "scatter": plotly_scatter, "table": plotly_table}
 
 
 def fmt(value) -> str:
@@ -242,6 +259,23 @@ def png_front(panel, plt):
     return figure
 
 
+def png_scatter(panel, plt):
+    count = max(1, len(panel["series"]))
+    figure, axes = plt.subplots(1, count, figsize=(5.5 * count, 4.8), squeeze=False)
+    for axis, series in zip(axes[0], panel["series"]):
+        points = series["points"]
+        axis.scatter([p["x"] for p in points], [p["mean"] for p in points])
+        for point in points:
+            axis.annotate(point["label"], (point["x"], point["mean"]), fontsize=7, xytext=(3, 3),
+                          textcoords="offset points")
+        axis.set_title(series["name"], fontsize=8)
+        axis.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3))
+        axis.set_xlabel(series["x_metric"])
+        axis.set_ylabel(series["metric"])
+        axis.grid(alpha=0.3)
+    return figure
+
+
 def png_table(panel, plt):
     rows = sum(len(s["rows"]) + 2 for s in panel["series"])
     figure, axes = plt.subplots(len(panel["series"]), 1, figsize=(12, 0.32 * rows + 1), squeeze=False)
@@ -264,4 +298,4 @@ def finish_axis(axis, panel: dict) -> None:
 
 
 MATPLOTLIB = {"bars": png_bars, "heatmap": png_heatmap, "lines": png_lines, "curves": png_curves,
-              "front": png_front, "table": png_table}
+              "front": png_front, "scatter": png_scatter, "table": png_table}

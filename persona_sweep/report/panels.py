@@ -3,10 +3,13 @@ panel's numbers from the sweeps (one plain dict per panel, embedded in the page 
 drawn by `figures.py`).
 
 A panel file has `title`, `kinds` (sweep kinds it applies to), `type` (bars | heatmap | lines |
-curves | front | table), `metrics` (names; `scheduler` = the sweep's scheduler metric, `summary`
+curves | front | scatter | table), `metrics` (names; `scheduler` = the sweep's scheduler metric, `summary`
 = the metrics `status` shows) or `metric_pattern` (a regex whose group names the bar), and the
 axes: `x` (a grid axis, `configuration`, `metric` or `train_step`), `y`, `facet`, plus `range`
-and `log_x` for the drawing. Adding a panel is adding a file.
+and `log_x` for the drawing. A `scatter` reads the parent run, what the sweep measured as a
+whole: `<metric>_<point>` on x (one plot per metric) against `<y_metric>_<point>`, one point per
+<point> both have, each plot titled with its entry of `correlations`. Adding a panel is adding a
+file.
 
 Seeds are aggregated per configuration (every other grid axis equal): the mean and a 95%
 interval: a t-interval for 3 or more seeds, the min-max range for fewer (say so: `interval`).
@@ -25,7 +28,7 @@ from persona_sweep import names
 from persona_sweep.report.sweeps import Sweep, Trial
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
-TYPES = ("bars", "heatmap", "lines", "curves", "front", "table")
+TYPES = ("bars", "heatmap", "lines", "curves", "front", "scatter", "table")
 
 
 @dataclass
@@ -42,6 +45,8 @@ class Panel:
     range: list[float] | None = None
     log_x: bool = False
     x_label: str | None = None  # the x axis title, where `x` is not itself a good one
+    y_metric: str | None = None  # scatter: the parent run's `<y_metric>_<point>`
+    correlations: list[str] = field(default_factory=list)  # scatter: one parent-run metric per plot
 
 
 def load_panels(folder: Path = DASHBOARDS / "panels") -> list[Panel]:
@@ -76,7 +81,10 @@ def missing_inputs(panel: Panel, sweeps: list[Sweep]) -> str | None:
         for axis in (panel.x, panel.y, panel.facet):
             if axis and axis not in ("configuration", "metric", names.TRAIN_STEP) and axis not in sweep.axes():
                 return f"sweep '{sweep.name}' has no grid axis {axis}"
-        if panel.type != "table" and not panel_metrics(panel, sweep):
+        if panel.type == "scatter":
+            if not any(paired(sweep.parent_metrics, metric, panel.y_metric) for metric in panel.metrics):
+                return f"sweep '{sweep.name}' has no {' or '.join(panel.metrics)} on its parent run"
+        elif panel.type != "table" and not panel_metrics(panel, sweep):
             wanted = " or ".join(panel.metrics) or panel.metric_pattern
             return f"sweep '{sweep.name}' has no value for {wanted} (NaN or never logged)"
     return None
@@ -274,6 +282,41 @@ def front(panel: Panel, sweeps: list[Sweep]) -> list[dict]:
     return series
 
 
+def scatter(panel: Panel, sweeps: list[Sweep]) -> list[dict]:
+    """Per sweep and metric: the points both `<metric>_<point>` and `<y_metric>_<point>` have on
+    the parent run, labelled with <point>, and the plot's correlation with its interval."""
+    series = []
+    for sweep in sweeps:
+        for index, metric in enumerate(panel.metrics):
+            points = [{"x": x, "mean": y, "label": label}
+                      for label, (x, y) in paired(sweep.parent_metrics, metric, panel.y_metric).items()]
+            correlation = panel.correlations[index] if index < len(panel.correlations) else None
+            series.append({"name": series_name(metric, sweep, sweeps, correlation_text(sweep, correlation)),
+                           "sweep": sweep.name, "x_metric": metric, "metric": panel.y_metric, "points": points})
+    return series
+
+
+def paired(metrics: dict[str, float], x_prefix: str, y_prefix: str) -> dict[str, tuple[float, float]]:
+    """{point: (x, y)} for every `<x_prefix>_<point>` with a `<y_prefix>_<point>` (finite both)."""
+    found = {}
+    for key, x in metrics.items():
+        label = key.removeprefix(f"{x_prefix}_")
+        y = metrics.get(f"{y_prefix}_{label}")
+        if key != label and y is not None and not math.isnan(x) and not math.isnan(y):
+            found[label] = (x, y)
+    return dict(sorted(found.items()))
+
+
+def correlation_text(sweep: Sweep, metric: str | None) -> str:
+    if metric is None or metric not in sweep.parent_metrics:
+        return ""
+    value = sweep.parent_metrics[metric]
+    if math.isnan(value):
+        return f"{metric} n/a (nothing to rank: the same value at every point)"
+    low, high = (sweep.parent_metrics.get(f"{metric}_{end}", math.nan) for end in ("lo", "hi"))
+    return f"{metric} {value:+.2f} [{low:+.2f}, {high:+.2f}]"
+
+
 def table(panel: Panel, sweeps: list[Sweep]) -> list[dict]:
     """Every trial (errored ones too), best first by the scheduler metric, with its status."""
     series = []
@@ -293,4 +336,5 @@ def table(panel: Panel, sweeps: list[Sweep]) -> list[dict]:
     return series
 
 
-BUILDERS = {"bars": bars, "heatmap": heatmap, "lines": lines, "curves": curves, "front": front, "table": table}
+BUILDERS = {"bars": bars, "heatmap": heatmap, "lines": lines, "curves": curves, "front": front,
+            "scatter": scatter, "table": table}

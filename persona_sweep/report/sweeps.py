@@ -37,6 +37,7 @@ class Sweep:
     trials: list[Trial]
     running: bool
     read_at: str
+    parent_metrics: dict[str, float] = field(default_factory=dict)  # what the sweep as a whole measured
     _histories: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -71,7 +72,7 @@ def read_sweep(name: str, tracking_uri: str | None = None) -> Sweep:
     parent = client.get_run(sweep_run.parent_run_id)
     running = parent.info.status == "RUNNING" or any(t.status == names.RUNNING for t in trials)
     return Sweep(name, spec, sweep_run, sorted(trials, key=lambda t: t.trial_id), running,
-                 time.strftime("%Y-%m-%d %H:%M:%S %Z"))
+                 time.strftime("%Y-%m-%d %H:%M:%S %Z"), dict(parent.data.metrics))
 
 
 def locate(name: str, tracking_uri: str | None) -> tuple[tracking.SweepRun, GridSweep]:
