@@ -21,7 +21,6 @@ from persona_sweep.locations import is_local_path
 from persona_sweep.sections import GridSweep, ResourcesConfig, SchedulerConfig, SearchConfig, Section, TrackingConfig
 
 METHODS = ("sft", "sdf", "steer", "prompt")
-AVAILABLE_METHODS = METHODS
 DESIGNS = ("assistant_positive", "non_assistant_positive", "misaligned_positive")
 BUILTIN_MODELS = ("embedded", "tiny-random")
 TRIAL_REFERENCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}/[A-Za-z0-9_]+$")  # SWEEP/TRIAL_ID
@@ -139,8 +138,6 @@ class GridConfig(Section):
         for method in methods:
             if method not in METHODS:
                 raise ValueError(f"unknown method '{method}' (choose from {', '.join(METHODS)})")
-            if method not in AVAILABLE_METHODS:
-                raise ValueError(f"method '{method}' is not available yet (available: {', '.join(AVAILABLE_METHODS)})")
         return methods
 
     @field_validator("context_length")

@@ -1,4 +1,6 @@
-"""One way to steer: add a vector to a module's output while a `with` block runs.
+"""One way to steer: change a module's output while a `with` block runs (`output_changed`):
+add a vector (`added_to_output`) or hold its projection on a direction at a floor (`capped_at`,
+seed 002's activation capping).
 
 Both worlds use it: a transformers decoder layer (the residual stream after that layer, for
 persona vectors and the `steer` method) and a TransformerLens hook point (the toy world's
@@ -12,29 +14,45 @@ from contextlib import contextmanager
 
 
 @contextmanager
+def output_changed(module, change):
+    """`change(hidden) -> hidden` on `module`'s output while the block runs. Outputs that are
+    tuples (older decoder layers) are changed in their first element."""
+    def hook(_module, _inputs, output):
+        hidden = change(output[0] if isinstance(output, tuple) else output)
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def added_to_output(module, vectors, position: int | None = None, rows=None):
     """Add `vectors` to `module`'s output: (width,) to every row, or (batch, width) one per row;
     at sequence `position`, or every position when None. `rows` (a boolean tensor over the
-    batch) limits it to those rows. Outputs that are tuples (older decoder layers) are steered in
-    their first element."""
-    def add(_module, _inputs, output):
-        hidden = output[0] if isinstance(output, tuple) else output
+    batch) limits it to those rows."""
+    def add(hidden):
         added = vectors.to(hidden.dtype)
         added = added if added.ndim == 1 else added[:, None, :]
         if rows is not None:
             added = added * rows.to(hidden.dtype)[:, None, None]
         if position is None:
-            hidden = hidden + added
-        else:
-            hidden = hidden.clone()
-            hidden[:, position] += added if added.ndim == 1 else added[:, 0]
-        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+            return hidden + added
+        hidden = hidden.clone()
+        hidden[:, position] += added if added.ndim == 1 else added[:, 0]
+        return hidden
+    return output_changed(module, add)
 
-    handle = module.register_forward_hook(add)
-    try:
-        yield
-    finally:
-        handle.remove()
+
+def capped_at(module, unit, floor: float):
+    """Raise the projection of every position of `module`'s output on `unit` (a unit vector) to
+    at least `floor`, moving along `unit` only; positions already above it are left alone."""
+    def cap(hidden):
+        direction = unit.to(hidden.dtype)
+        lift = (floor - hidden @ direction).clamp(min=0)
+        return hidden + lift[..., None] * direction
+    return output_changed(module, cap)
 
 
 def decoder_layers(model):
