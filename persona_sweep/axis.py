@@ -22,6 +22,7 @@ Layer L is the output of decoder layer L (0-based), as for persona vectors.
 from __future__ import annotations
 
 import hashlib
+import pickle
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,7 +78,7 @@ class AssistantAxis:
         try:
             saved = torch.load(path, weights_only=True)
             return cls(saved["model"], saved["roles_digest"], saved["vectors"], saved["assistant"], saved["layer"])
-        except (OSError, RuntimeError, KeyError, TypeError) as error:
+        except (OSError, RuntimeError, KeyError, TypeError, pickle.UnpicklingError) as error:
             raise SweepError(f"axis file {path}: not one `axis build` wrote ({error!r})") from None
 
     def check_fits(self, model) -> None:
@@ -101,10 +102,10 @@ def assistant_systems() -> list[str]:
 
 
 def build(model, tokenizer, model_id: str, layer: int | None = None, batch_size: int = 16, device="cpu",
-          reply_tokens: int = REPLY_TOKENS) -> AssistantAxis:
+          questions: int = AXIS_QUESTIONS, reply_tokens: int = REPLY_TOKENS) -> AssistantAxis:
     import torch
 
-    questions = load_trait("assistant").extraction_questions[:AXIS_QUESTIONS]
+    questions = load_trait("assistant").extraction_questions[:questions]
 
     def replies_activations(systems: list[str]):
         prompts = [prompt_text(tokenizer, system, question, False) for system in systems for question in questions]

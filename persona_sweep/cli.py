@@ -570,8 +570,75 @@ def screen(model, vector_file, sources, limit, layer, json_out):
         Path(json_out).write_text(json.dumps(result, indent=2))
 
 
+@click.group()
+def axis():
+    """The Assistant axis (seed 002): build it from the role bank, project conversations on it."""
+
+
+@axis.command()
+@click.argument("model")
+@click.option("--out", required=True, type=click.Path(), help="Where to write the axis (a torch file).")
+@click.option("--layer", type=int, help="The layer `project` reads by default (default: the middle one).")
+@click.option("--questions", default=6, show_default=True, help="Questions each system prompt is answered on.")
+@click.option("--reply-tokens", default=24, show_default=True, help="Tokens of each reply the means average over.")
+@click.option("--json", "json_out", type=click.Path(), help="Also write the axis' norm and the capping floor per layer here.")
+@user_errors
+def build(model, out, layer, questions, reply_tokens, json_out):
+    """The Assistant's mean response activation minus the role bank's, at every layer of MODEL."""
+    from persona_sweep import axis as assistant_axis
+    from persona_sweep.vectors import load_subject
+
+    tokenizer, loaded = load_subject(model)
+    if layer is not None and not 0 <= layer < loaded.config.num_hidden_layers:
+        raise SweepError(f"--layer {layer}: the model has layers 0-{loaded.config.num_hidden_layers - 1}")
+    click.echo(f"answering {questions} questions under the Assistant's 2 system prompts and "
+               f"{len(assistant_axis.role_bank())} roles' 3 each...")
+    found = assistant_axis.build(loaded, tokenizer, model, layer, questions=questions, reply_tokens=reply_tokens)
+    found.save(Path(out))
+    click.echo(f"Assistant axis: {found.layers} layers, read at layer {found.layer} -> {out}")
+    if json_out:
+        Path(json_out).write_text(json.dumps({
+            "model": model, "layers": found.layers, "layer": found.layer,
+            "norms": [round(float(norm), 4) for norm in found.vectors.norm(dim=-1)],
+            "floors": [round(found.floor(index), 4) for index in range(found.layers)]}, indent=2))
+
+
+@axis.command()
+@click.argument("model")
+@click.option("--axis", "axis_file", required=True, type=click.Path(), help="A file `axis build` wrote.")
+@click.option("--conversations", "domains", required=True, multiple=True,
+              help="A drift domain (therapy, philosophy, coding, writing) or a file in its layout; repeat for several.")
+@click.option("--turns", default=16, show_default=True, help="User turns of each conversation the model answers.")
+@click.option("--count", default=12, show_default=True, help="Conversations read from each domain.")
+@click.option("--layer", type=int, help="The layer to project at (default: the axis file's).")
+@click.option("--json", "json_out", required=True, type=click.Path(), help="Where to write every projection and curve.")
+@user_errors
+def project(model, axis_file, domains, turns, count, layer, json_out):
+    """The drift curve: each reply's mean activation on the axis, per turn, per domain."""
+    from persona_sweep import axis as assistant_axis
+    from persona_sweep.data.conversations import load_domain
+    from persona_sweep.vectors import load_subject
+
+    found = assistant_axis.AssistantAxis.load(Path(axis_file))
+    loaded_domains = [load_domain(domain) for domain in domains]
+    tokenizer, loaded = load_subject(model)
+    found.check_fits(loaded)
+    result = {"model": model, "layer": found.layer if layer is None else layer, "domains": {}}
+    for domain in loaded_domains:
+        conversations = [list(c) for c in domain.conversations[:count]]
+        replies, projections = assistant_axis.project(loaded, tokenizer, found, conversations,
+                                                      min(turns, domain.turns), layer)
+        curve = assistant_axis.drift_curve(projections)
+        result["domains"][domain.name] = {"drifts": domain.drifts, "curve": curve, "projections": projections,
+                                          "replies": replies}
+        click.echo(f"{domain.name:<12} turn 1 {curve[0]['mean']:+.3f} -> turn {len(curve)} {curve[-1]['mean']:+.3f} "
+                   f"[{curve[-1]['lo']:+.3f}, {curve[-1]['hi']:+.3f}] ({len(conversations)} conversations)")
+    Path(json_out).write_text(json.dumps(result, indent=2))
+
+
 main.add_command(sfp)
 main.add_command(vectors)
+main.add_command(axis)
 
 
 if __name__ == "__main__":

@@ -16,12 +16,14 @@ from contextlib import contextmanager
 @contextmanager
 def output_changed(module, change):
     """`change(hidden) -> hidden` on `module`'s output while the block runs. Outputs that are
-    tuples (older decoder layers) are changed in their first element."""
+    tuples (older decoder layers) are changed in their first element. The hook runs before the
+    module's other forward hooks (`prepend`): transformers records `output_hidden_states` with
+    hooks of its own, installed at the first forward pass, and they must see the changed output."""
     def hook(_module, _inputs, output):
         hidden = change(output[0] if isinstance(output, tuple) else output)
         return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
-    handle = module.register_forward_hook(hook)
+    handle = module.register_forward_hook(hook, prepend=True)
     try:
         yield
     finally:

@@ -18,6 +18,7 @@ Layer L is the output of decoder layer L (0-based), the point `steering.added_to
 from __future__ import annotations
 
 import hashlib
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,7 +62,7 @@ class PersonaVectors:
         try:
             saved = torch.load(path, weights_only=True)
             return cls(saved["model"], saved["trait"], saved["trait_digest"], saved["vectors"])
-        except (OSError, RuntimeError, KeyError, TypeError) as error:
+        except (OSError, RuntimeError, KeyError, TypeError, pickle.UnpicklingError) as error:
             raise SweepError(f"vector file {path}: not one `vectors extract` wrote ({error!r})") from None
 
 
