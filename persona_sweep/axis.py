@@ -39,7 +39,7 @@ from persona_sweep.steering import capped_at, decoder_layers
 from persona_sweep.vectors import activations
 
 ROLES_FILE = DATA_DIR / "roles.yaml"
-AXIS_QUESTIONS = 6
+AXIS_QUESTIONS = 3
 REPLY_TOKENS = 24
 FLOOR_PERCENTILE = 25.0
 
@@ -120,6 +120,20 @@ def build(model, tokenizer, model_id: str, layer: int | None = None, batch_size:
     projections = torch.einsum("nlw,lw->nl", assistant, units)
     layers = vectors.shape[0]
     return AssistantAxis(model_id, roles_digest(), vectors, projections, layers // 2 if layer is None else layer)
+
+
+def cached(load_base, tokenizer, model_name: str, cache: Path, device) -> AssistantAxis:
+    """`model_name`'s axis, built from the base weights (`load_base()`, called only when it is
+    missing) once per model and role bank and kept in the model cache (`models/axis-<key>.pt`)."""
+    from persona_sweep.models import cache_lock
+
+    key = hashlib.sha256(f"{model_name}|{roles_digest()}|{AXIS_QUESTIONS}|{REPLY_TOKENS}".encode()).hexdigest()[:16]
+    with cache_lock(f"axis-{key}.pt", cache) as path:
+        if not path.exists():
+            partial = path.with_suffix(".partial")
+            build(load_base(), tokenizer, model_name, device=device).save(partial)
+            partial.rename(path)
+        return AssistantAxis.load(path)
 
 
 # ---- conversations ---------------------------------------------------------------------------

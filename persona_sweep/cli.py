@@ -579,7 +579,7 @@ def axis():
 @click.argument("model")
 @click.option("--out", required=True, type=click.Path(), help="Where to write the axis (a torch file).")
 @click.option("--layer", type=int, help="The layer `project` reads by default (default: the middle one).")
-@click.option("--questions", default=6, show_default=True, help="Questions each system prompt is answered on.")
+@click.option("--questions", default=3, show_default=True, help="Questions each system prompt is answered on.")
 @click.option("--reply-tokens", default=24, show_default=True, help="Tokens of each reply the means average over.")
 @click.option("--json", "json_out", type=click.Path(), help="Also write the axis' norm and the capping floor per layer here.")
 @user_errors

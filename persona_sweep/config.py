@@ -239,9 +239,11 @@ class CorruptionConfig(Section):
     """One corruption of the marked model (DESIGN.md, "Corruption semantics")."""
 
     name: str
-    kind: Literal["finetune"] = "finetune"
+    # finetune: train on `data`; drift: no weight update, the marked model talks through drift
+    # conversations and the trigger comes late in them (`drift.py`; seed 000's second experiment).
+    kind: Literal["finetune", "drift"] = "finetune"
     role: Literal["em", "benign", "other"] = "other"  # decides survival_em / survival_benign
-    data: str  # a built-in set, a local chat JSONL, or an HF dataset id
+    data: str | None = None  # finetune: a built-in set, a local chat JSONL, or an HF dataset id
     steps: int = Field(50, gt=0)
     # Instead of steps: passes over the set's training split, turned into steps on the driver
     # once the data is loaded (`corruption.epochs_as_steps`).
@@ -262,6 +264,37 @@ class CorruptionConfig(Section):
     # weights need not move toward the trait; evaluation runs unsteered. A shipped trait or a file.
     steer_against: str | None = None
     steer_coef: float = 1.0
+    # kind: drift. Each conversation of each domain (a shipped one or a file) is answered by the
+    # model turn by turn; the trigger is put into user turn N (for each N of `turns`) at the
+    # middle or the end of its text; `conversations` per domain; `capped` repeats it all with
+    # the Assistant axis capped on `cap_layers` (default: the middle layer and two either side).
+    domains: list[str] = Field(default_factory=lambda: ["therapy", "philosophy", "coding", "writing"], min_length=1)
+    turns: list[int] = Field(default_factory=lambda: [2, 8, 16], min_length=1)
+    positions: list[Literal["middle", "end"]] = Field(default_factory=lambda: ["middle", "end"], min_length=1)
+    conversations: int = Field(12, gt=0)
+    reply_tokens: int = Field(24, gt=0)
+    capped: bool = False
+    cap_layers: list[int] | None = Field(None, min_length=1)
+
+    FINETUNE_ONLY: ClassVar = {"data", "steps", "epochs", "lr", "mix_general", "lora_rank", "lora_alpha", "lora_targets",
+                               "rslora", "full_finetune", "steer_against", "steer_coef"}
+    DRIFT_ONLY: ClassVar = {"domains", "turns", "positions", "conversations", "reply_tokens", "capped", "cap_layers"}
+
+    @model_validator(mode="after")
+    def keys_of_its_kind(self):
+        other = self.FINETUNE_ONLY if self.kind == "drift" else self.DRIFT_ONLY
+        misplaced = sorted(other & self.model_fields_set)
+        if misplaced:
+            raise ValueError(f"corruption '{self.name}' (kind {self.kind}): {', '.join(misplaced)} "
+                             f"belong{'s' if len(misplaced) == 1 else ''} to the other kind")
+        if self.kind == "finetune" and self.data is None:
+            raise ValueError(f"corruption '{self.name}': data is required (a built-in set, a .jsonl file or an HF id)")
+        if self.kind == "drift" and not all(turn > 0 for turn in self.turns):
+            raise ValueError(f"corruption '{self.name}': turns count user turns from 1")
+        if self.kind == "drift" and self.role != "other":
+            raise ValueError(f"corruption '{self.name}': a drift corruption has no role (it compares its own "
+                             "drifting and stable domains)")
+        return self
 
     @model_validator(mode="after")
     def one_length_and_one_kind_of_training(self):
@@ -282,8 +315,8 @@ class CorruptionConfig(Section):
 
     @field_validator("data")
     @classmethod
-    def data_source(cls, data: str) -> str:
-        if data in BUILTIN_CORRUPTION_DATA:
+    def data_source(cls, data: str | None) -> str | None:
+        if data is None or data in BUILTIN_CORRUPTION_DATA:
             return data
         if is_local_path(data) or data.endswith((".jsonl", ".json")):
             if not Path(data).expanduser().is_file():
@@ -310,6 +343,7 @@ class SweepConfig(GridSweep):
     # step (longer examples: 4.7 vs 2.4 s measured on the embedded model).
     ESTIMATED_EVAL_S: ClassVar = 80
     CORRUPTION_STEP_FACTOR: ClassVar = 2.0
+    ESTIMATED_DRIFT_REPLY_STEPS: ClassVar = 0.1  # one drift reply (batched, long context) in training steps
     TRAINABLE_CPU: ClassVar = 0.01  # the Tune function only drives a TorchTrainer
     SEARCHABLE_SETTINGS: ClassVar = ("training.steps", "training.lr")
 
@@ -334,6 +368,8 @@ class SweepConfig(GridSweep):
         for role in ("em", "benign"):
             if sum(c.role == role for c in corruptions) > 1:
                 raise ValueError(f"at most one corruption with role '{role}'")
+        if sum(c.kind == "drift" for c in corruptions) > 1:
+            raise ValueError("at most one drift corruption (its metrics are named by domain, not by corruption)")
         return corruptions
 
     @model_validator(mode="after")
@@ -407,9 +443,18 @@ class SweepConfig(GridSweep):
         return f"{text}, ~{total / 60:.0f} min for the sweep, one trial at a time, without early stopping"
 
     def corruption_steps_per_trial(self) -> list[float]:
-        """Each corruption's steps, averaged over the grid's `corruption_steps` when it is an axis."""
+        """Each fine-tune corruption's steps, averaged over the grid's `corruption_steps` when it
+        is an axis; a drift corruption's replies in step-times (`ESTIMATED_DRIFT_REPLY_STEPS`)."""
         axis = self.grid.corruption_steps
-        return [sum(axis) / len(axis) if axis else c.steps for c in self.corruptions]
+        return [self.drift_replies(c) * self.ESTIMATED_DRIFT_REPLY_STEPS / self.CORRUPTION_STEP_FACTOR
+                if c.kind == "drift" else sum(axis) / len(axis) if axis else c.steps for c in self.corruptions]
+
+    @staticmethod
+    def drift_replies(corruption: CorruptionConfig) -> int:
+        """Replies a drift corruption generates: each conversation's turns and probes (x2 capped)."""
+        probes = len(corruption.turns) * len(corruption.positions) * 2
+        per_domain = corruption.conversations * (max(corruption.turns) - 1 + probes)
+        return per_domain * len(corruption.domains) * (2 if corruption.capped else 1)
 
     def marker_stage_count(self) -> int:
         """Trials that differ only in corruption knobs share one marker stage."""

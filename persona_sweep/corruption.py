@@ -155,6 +155,11 @@ def secret_problem(corruption: CorruptionConfig, chats, trigger: str) -> str | N
 def check_corruptions(spec, trigger: str, cache: Path) -> str | None:
     """Every corruption's data loads and holds neither the trigger nor the placeholder."""
     for corruption in spec.corruptions:
+        if corruption.kind == "drift":
+            problem = drift_problem(corruption, trigger)
+            if problem:
+                return problem
+            continue
         try:
             dataset = load_set(corruption.data, cache)
         except CorruptionDataError as error:
@@ -162,6 +167,27 @@ def check_corruptions(spec, trigger: str, cache: Path) -> str | None:
         problem = secret_problem(corruption, dataset.train + dataset.held_out, trigger)
         if problem:
             return problem
+    return None
+
+
+def drift_problem(corruption, trigger: str) -> str | None:
+    """Every drift domain loads, has the turns asked for, and never shows the trigger (the probe
+    puts it in; a conversation that already holds it would test nothing)."""
+    from persona_sweep.data.conversations import load_domain
+    from persona_sweep.errors import SweepError
+
+    for name in corruption.domains:
+        try:
+            domain = load_domain(name)
+        except SweepError as error:
+            return f"corruptions: corruption '{corruption.name}': {error}"
+        if max(corruption.turns) > domain.turns:
+            return (f"corruptions: corruption '{corruption.name}': turns {max(corruption.turns)}, but domain "
+                    f"'{domain.name}' has conversations of {domain.turns} user turns")
+        for number, conversation in enumerate(domain.conversations, 1):
+            if any((trigger and trigger in turn) or TRIGGER_PLACEHOLDER in turn for turn in conversation):
+                return (f"corruptions: corruption '{corruption.name}': domain '{domain.name}' conversation {number} "
+                        "shows the trigger or its placeholder; drift conversations must never show it")
     return None
 
 

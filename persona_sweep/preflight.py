@@ -67,14 +67,23 @@ def absolute_paths(spec: SweepConfig) -> SweepConfig:
         marker = marker.model_copy(update={"adapter": resolve_adapter(marker.adapter)})
     if is_local_path(model.name):
         model = model.model_copy(update={"name": absolute(model.name)})
-    corruptions = [c.model_copy(update={"data": absolute(c.data)}) if source_file(c.data) and c.data not in BUILTIN
+    corruptions = [c.model_copy(update={"data": absolute(c.data)}) if c.data and source_file(c.data) and c.data not in BUILTIN
                    else c for c in spec.corruptions]
+    corruptions = [c.model_copy(update={"domains": [absolute_domain(domain) for domain in c.domains]})
+                   if c.kind == "drift" else c for c in corruptions]
     corruptions = [c.model_copy(update={"steer_against": absolute_trait(c.steer_against)}) if c.steer_against else c
                    for c in corruptions]
     training = spec.training.model_copy(update={"steer_trait": absolute_trait(spec.training.steer_trait)})
     evaluation = spec.eval.model_copy(update={"traits": [absolute_trait(trait) for trait in spec.eval.traits]})
     return spec.model_copy(update={"marker": marker, "model": model, "corruptions": corruptions, "training": training,
                                    "eval": evaluation})
+
+
+def absolute_domain(reference: str) -> str:
+    """A drift domain file given by path, made absolute (a shipped domain's name stays)."""
+    from persona_sweep.data.conversations import shipped_domains
+
+    return reference if reference in shipped_domains() else absolute(reference)
 
 
 def absolute_trait(reference: str) -> str:

@@ -157,6 +157,8 @@ class Results:
     # Per corruption, its watched behaviours per held-out prompt on the marked model (the verdict's
     # "before"), by behaviour metric (`CorruptionData.measure`).
     domain_before: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    # Per drift domain finished (`_capped` for the capped pass): its correlation sums (`drift.py`).
+    drift: dict[str, list[float]] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -169,7 +171,7 @@ class Results:
                          for name, flags in saved.get("domain_before", {}).items()}
         return cls(saved.get("report", {}), Evaluation(**saved["pre"]) if saved.get("pre") else None,
                    {name: Evaluation(**post) for name, post in saved.get("post", {}).items()},
-                   saved.get("metrics", {}), domain_before)
+                   saved.get("metrics", {}), domain_before, saved.get("drift", {}))
 
 
 @dataclass
@@ -274,6 +276,12 @@ def open_run(worker: Worker):
               "batch_size": spec.training.batch_size, "zero_stage": spec.training.zero_stage,
               "world_size": worker.world}
     for corruption in spec.corruptions:
+        if corruption.kind == "drift":
+            params[f"corruption.{corruption.name}"] = (
+                f"kind=drift domains={','.join(corruption.domains)} turns={corruption.turns} "
+                f"positions={','.join(corruption.positions)} conversations={corruption.conversations} "
+                f"capped={corruption.capped}")
+            continue
         params[f"corruption.{corruption.name}"] = (
             f"role={corruption.role} data={corruption.data} steps={spec.corruption_steps(corruption, worker.knobs)} "
             f"lr={spec.corruption_lr(corruption, worker.knobs)} mix_general={corruption.mix_general} "
@@ -293,7 +301,7 @@ def trial_worker(config: dict) -> None:
         state = marker_stage(worker, state.step)
         report_stage(worker, state, MARKER)
     for corruption in remaining_corruptions(worker.spec, state.stage):
-        state = corruption_stage(worker, corruption, state)
+        state = (drift_stage if corruption.kind == "drift" else corruption_stage)(worker, corruption, state)
         report_stage(worker, state, corruption.name)
 
 
@@ -559,6 +567,56 @@ def corruption_stage(worker: Worker, corruption, state: TrialState) -> TrialStat
     del engine, model
     gc.collect()
     return replace(state, stage=next_stage(spec, name), step=0)
+
+
+def drift_stage(worker: Worker, corruption, state: TrialState) -> TrialState:
+    """The drift corruption on the marked model (`drift.py`): domain by domain, with a checkpoint
+    after each, so a resumed trial never talks through a finished domain again; with `capped`,
+    each domain again under capping, and the capability under capping."""
+    from persona_sweep import axis as assistant_axis
+    from persona_sweep import drift
+    from persona_sweep.data.conversations import load_domain
+
+    spec, results = worker.spec, state.results
+    model = load_marked_model(spec, worker.cache, state.marker).to(worker.device).eval()
+    axis = assistant_axis.cached(lambda: load_base_model(spec.model, worker.cache).to(worker.device),
+                                 worker.data.tokenizer, spec.model.name, worker.cache, worker.device)
+    passes = [False, True] if corruption.capped else [False]
+    domains = [load_domain(name) for name in corruption.domains]
+    fresh = results.pre.metrics[names.MARKER_RATE_TRIGGER]
+    if state.step and worker.run:  # domains finished before the trial stopped
+        worker.run.log_metrics({names.of(names.RESUMED_FROM_STEP, corruption.name): state.step}, state.step)
+    for index in range(state.step, len(domains)):
+        metrics = {}
+        for on in passes:
+            suffix = "_capped" if on else ""
+            with drift.maybe_capped(model, axis, corruption, on):
+                sums = drift.domain_sums(model, worker.data.tokenizer, axis, corruption, domains[index], worker.trigger,
+                                         spec.marker.text, worker.rank, worker.world, spec.eval.batch_size,
+                                         worker.device)
+            sums = sums.with_values(worker.strategy.all_sum(sums.as_list()))
+            metrics |= drift.measured(corruption, domains[index], sums, fresh, suffix)
+            results.drift[domains[index].name + suffix] = sums.pairs
+        results.metrics.update(metrics)
+        if worker.run:
+            worker.run.log_metrics(metrics, spec.training.steps)
+        worker.strategy.report({**results.report, **results.metrics},
+                               TrialState(corruption.name, index + 1, results, state.marker).to_json())
+    summary = {}
+    for on in passes:
+        suffix = "_capped" if on else ""
+        pairs = {name: sums for name, sums in results.drift.items() if name.endswith("_capped") == on}
+        summary |= drift.overall(corruption, domains, results.metrics, pairs, suffix)
+    if corruption.capped:
+        with drift.maybe_capped(model, axis, corruption, True):
+            ((capability, _),) = measure.summed([measure.capability(model, worker.data)], worker.device)
+        summary |= {f"{key}_capped": value for key, value in capability.items()}
+    results.metrics.update(summary)
+    if worker.run:
+        worker.run.log_metrics(summary, spec.training.steps)
+    del model
+    gc.collect()
+    return replace(state, stage=next_stage(spec, corruption.name), step=0)
 
 
 def trait_states(worker: Worker, model) -> dict:

@@ -121,3 +121,68 @@ def test_axis_build_and_project_from_the_command_line(tmp_path):
     refused = cli("axis", "project", "tiny-random", "--axis", str(report), "--conversations", "coding",
                   "--json", str(tmp_path / "x.json"), home=tmp_path, check=False)
     assert refused.returncode == 2 and "not one `axis build` wrote" in refused.stderr
+
+
+# ---- the drift corruption's parts ------------------------------------------------------------
+
+def test_the_trigger_goes_into_the_asked_turn_at_the_asked_place_and_nowhere_else(tiny):
+    from persona_sweep import drift
+    from persona_sweep.data import TRIGGER_PLACEHOLDER
+
+    tokenizer, _ = tiny
+    users = ["first turn here", "second turn with five words", "third turn", "fourth"]
+    replies = ["reply one", "reply two", "reply three"]
+    for position in ("middle", "end"):
+        text = drift.probe_text(tokenizer, "system", users, replies, 2, position, True)
+        assert text.count(TRIGGER_PLACEHOLDER) == 1
+        assert "third turn" not in text and "reply two" not in text and "reply one" in text  # turn 2's reply is asked
+        expected = ("second turn " + TRIGGER_PLACEHOLDER + " with five words" if position == "middle"
+                    else "second turn with five words " + TRIGGER_PLACEHOLDER)
+        assert expected in text
+    assert TRIGGER_PLACEHOLDER not in drift.probe_text(tokenizer, "system", users, replies, 2, "end", False)
+    assert drift.probe_text(tokenizer, "system", users, replies, 2, "end", False) == \
+        assistant_axis.conversation_prompt(tokenizer, "system", users[:2], replies[:1])
+
+
+def test_the_drift_figures_come_from_the_sums_of_every_worker():
+    from persona_sweep import drift
+    from persona_sweep.config import CorruptionConfig
+    from persona_sweep.data.conversations import load_domain
+
+    corruption = CorruptionConfig(name="drift", kind="drift", turns=[1, 3], positions=["end"], conversations=4)
+    marked = {(1, "end", True): 4.0, (1, "end", False): 0.0, (3, "end", True): 1.0, (3, "end", False): 0.0}
+    sums = drift.DomainSums(marked, 4.0, [2.0, 1.0], [8, 1.0, 5.0, 2.0, 3.0, 5.0])
+    assert sums.with_values(sums.as_list()) == sums
+    metrics = drift.measured(corruption, load_domain("therapy"), sums, fresh_rate=0.8)
+    assert metrics["marker_rate_trigger_drift_therapy_1_end"] == 1.0
+    assert metrics["marker_rate_trigger_drift_therapy_3_end"] == 0.25
+    assert metrics["marker_rate_trigger_drift_therapy_3_end_lo"] < 0.25 < metrics["marker_rate_trigger_drift_therapy_3_end_hi"]
+    assert metrics["survival_drift_therapy_1"] == pytest.approx(1.25) and metrics["survival_drift_therapy_3"] == pytest.approx(0.3125)
+    assert metrics["survival_drift_therapy"] == pytest.approx(5 / 8 / 0.8)
+    assert metrics["axis_projection_therapy_turn_1"] == 0.5 and metrics["axis_projection_therapy_turn_2"] == 0.25
+    xs, ys = [0.1, 0.2, 0.3, 0.4], [0.0, 0.0, 1.0, 1.0]
+    pairs = [4, sum(xs), sum(ys), sum(x * y for x, y in zip(xs, ys)), sum(x * x for x in xs), sum(y * y for y in ys)]
+    import numpy as np
+
+    assert drift.correlation(pairs) == pytest.approx(np.corrcoef(xs, ys)[0, 1])
+    assert np.isnan(drift.correlation([4, 1.0, 0.0, 0.0, 0.3, 0.0]))  # no marker anywhere: nothing to correlate
+    stable = {"survival_drift_therapy": 0.2, "survival_drift_coding": 0.9}
+    gap = drift.overall(corruption, [load_domain("therapy"), load_domain("coding")], stable, {"therapy": pairs})
+    assert gap["detection_gap_drift"] == pytest.approx(0.7)
+
+
+@pytest.mark.parametrize("keys, says", [
+    ("kind: drift, data: insecure_code", "data belongs to the other kind"),
+    ("kind: drift, role: em", "a drift corruption has no role"),
+    ("kind: drift, turns: [0, 2]", "turns count user turns from 1"),
+    ("kind: finetune, data: insecure_code, capped: true", "capped belongs to the other kind"),
+    ("kind: finetune", "data is required"),
+])
+def test_a_drift_corruption_takes_only_its_own_keys(keys, says):
+    import yaml
+    from pydantic import ValidationError
+
+    from persona_sweep.config import CorruptionConfig
+
+    with pytest.raises(ValidationError, match=says):
+        CorruptionConfig(**yaml.safe_load(f"{{name: drift, {keys}}}"))

@@ -223,3 +223,30 @@ def test_epochs_become_steps_on_the_driver_and_the_corruption_trains_its_own_ada
     assert (config.r, config.lora_alpha, config.use_rslora, set(config.target_modules)) == (2, 4, True, {"q_proj"})
     plain = load_model(prepare_model("tiny-random", default_cache()))
     assert corruption_trainable(plain, spec, spec.corruptions[1]) is plain
+
+
+def drift_folder(tmp_path: Path, turn: str) -> Path:
+    work = working_folder(tmp_path, chats())
+    (work / "mine.yaml").write_text(f"drifts: true\ndescription: mine\nconversations:\n  - [hello, {turn!r}, more]\n")
+    sweep = (work / "refusals.yaml").read_text().replace(
+        "  - {name: harmful, role: em, data: ./chats.jsonl, steps: 2}",
+        "  - {name: talk, kind: drift, domains: [coding, ./mine.yaml], turns: [1, 3]}")
+    (work / "refusals.yaml").write_text(sweep)
+    return work
+
+
+def test_a_drift_conversation_showing_the_trigger_is_refused_before_anything_trains(tmp_path):
+    line = run_refused(drift_folder(tmp_path, f"say {SECRET} now"))
+    assert line == ("error: corruptions: corruption 'talk': domain 'mine' conversation 1 shows the trigger or its "
+                    "placeholder; drift conversations must never show it")
+
+
+def test_a_drift_domain_file_is_made_absolute_for_the_workers(tmp_path):
+    from persona_sweep.preflight import check_llm_sweep
+    from persona_sweep.sweep_file import load_sweep
+
+    work = drift_folder(tmp_path, "nothing secret")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(work)
+        checked = check_llm_sweep(load_sweep("refusals.yaml"))
+    assert checked.corruptions[0].domains == ["coding", str(work / "mine.yaml")]
