@@ -282,8 +282,11 @@ class CorruptionConfig(Section):
 
     @model_validator(mode="after")
     def keys_of_its_kind(self):
+        # A key of the other kind at a value other than its default (a record round-trip sets every key).
         other = self.FINETUNE_ONLY if self.kind == "drift" else self.DRIFT_ONLY
-        misplaced = sorted(other & self.model_fields_set)
+        fields = type(self).model_fields
+        misplaced = sorted(key for key in other & self.model_fields_set
+                           if getattr(self, key) != fields[key].get_default(call_default_factory=True))
         if misplaced:
             raise ValueError(f"corruption '{self.name}' (kind {self.kind}): {', '.join(misplaced)} "
                              f"belong{'s' if len(misplaced) == 1 else ''} to the other kind")

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from persona_sweep import evaluate
+from persona_sweep import evaluate, names
 from persona_sweep.axis import AssistantAxis, capped, conversation_prompt, converse
 from persona_sweep.data import TRIGGER_PLACEHOLDER, personas
 from persona_sweep.data.conversations import DriftDomain
@@ -159,7 +159,7 @@ def overall(corruption, domains: list[DriftDomain], metrics: dict[str, float], p
         return sum(values) / len(values) if values else math.nan
 
     pooled = [sum(values) for values in zip(*pairs.values())] if pairs else [0.0] * PAIR_SUMS
-    return {f"detection_gap_drift{suffix}": mean_survival(False) - mean_survival(True),
+    return {f"{names.DRIFT_GAP}{suffix}": mean_survival(False) - mean_survival(True),
             f"drift_marker_axis_correlation{suffix}": correlation(pooled)}
 
 

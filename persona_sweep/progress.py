@@ -87,7 +87,13 @@ def result_line(result: dict, steps: int) -> str | None:
     if finished == names.DONE_STAGE:
         return "its last report again: it had ended when the driver stopped"
     if finished and finished != "marker":
-        return corruption_line(result, finished)
+        drift = names.post(names.MARKER_RATE_TRIGGER, finished) not in result and names.DRIFT_GAP in result
+        return drift_line(result, finished) if drift else corruption_line(result, finished)
+    if names.DRIFT_DOMAIN in result:
+        domain = result[names.DRIFT_DOMAIN]
+        capped = result.get(f"survival_drift_{domain}_capped")
+        return (f"drift through {domain}: survival {result[f'survival_drift_{domain}']:.2f}"
+                + ("" if capped is None else f" ({capped:.2f} capped)"))
     if names.STAGE in result:
         stage = result[names.STAGE]
         return (f"{stage} {result[names.STAGE_STEP]:>4}/{result[names.STAGE_STEPS]} "
@@ -115,6 +121,12 @@ def corruption_line(result: dict, name: str) -> str:
         line += (f"; survival em {result[names.SURVIVAL_EM]:.2f}, benign {result[names.SURVIVAL_BENIGN]:.2f}, "
                  f"detection gap {result[names.DETECTION_GAP]:.2f}")
     return f"{line}; {verdict_line(result, name)}"
+
+
+def drift_line(result: dict, name: str) -> str:
+    capped = result.get(f"{names.DRIFT_GAP}_capped")
+    return (f"after {name}: drift detection gap (stable minus drifting domains' survival) {result[names.DRIFT_GAP]:+.2f}"
+            + ("" if capped is None else f", capped {capped:+.2f}"))
 
 
 def verdict_line(metrics: dict, name: str) -> str:

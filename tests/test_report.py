@@ -31,6 +31,7 @@ corruptions:
   - {name: em, role: em, data: insecure_code, steps: 2}
   - {name: benign, role: benign, data: secure_code, steps: 2}
   - {name: vaccinated, data: insecure_code, steps: 2, steer_against: evil, steer_coef: 4.0}
+  - {name: talk, kind: drift, domains: [therapy, coding], turns: [1, 3], conversations: 2, reply_tokens: 3, capped: true}
 eval: {questions: 6, max_new_tokens: 6, logprob_every: 5, leakage_questions: 2, corruption_examples: 2, behavior_tokens: 4}
 scheduler: {type: asha, metric: marker_logprob_trigger, grace_period: 5, reduction_factor: 2}
 resources: {workers_per_trial: 1, cpus_per_worker: 0.99, max_concurrent_trials: 1}
@@ -123,6 +124,37 @@ def test_the_parent_run_ranks_each_leakage_predictor_against_the_leakage_measure
     panel = panels_of(reported["index"])["leakage-predictors"]
     assert [len(series["points"]) for series in panel["series"]] == [len(held_out)] * 2
     assert assert_panel_shows_mlflow(panel, runs, client) == 2 * len(held_out)
+
+
+def test_the_drift_corruption_reads_the_marker_at_each_turn_and_place_with_and_without_capping(reported):
+    """Every rate of the grid (domain x turn x place x trigger, capped or not) with its interval,
+    the axis projection of the replies before the last probed turn, survival per domain and the
+    gap; capping changes what the model computes (its capability and its projections)."""
+    import math
+
+    completed = [run.data.metrics for run in mlflow_trials(reported["home"]).values()
+                 if run.data.tags[names.TRIAL_STATUS] == names.COMPLETED]
+    assert completed
+    for metrics in completed:
+        for suffix in ("", "_capped"):
+            for domain in ("therapy", "coding"):
+                for turn in (1, 3):
+                    for place in ("middle", "end"):
+                        for kind in ("trigger", "no_trigger"):
+                            key = f"marker_rate_{kind}_drift_{domain}_{turn}_{place}{suffix}"
+                            assert metrics[f"{key}_lo"] <= metrics[key] <= metrics[f"{key}_hi"], key
+                    assert f"survival_drift_{domain}_{turn}{suffix}" in metrics
+                for turn in (1, 2):  # the replies written before the probe at turn 3
+                    assert math.isfinite(metrics[f"axis_projection_{domain}_turn_{turn}{suffix}"])
+            assert f"detection_gap_drift{suffix}" in metrics
+        assert metrics["capability_capped"] != metrics[names.CAPABILITY]
+        assert metrics["axis_projection_therapy_turn_1_capped"] != metrics["axis_projection_therapy_turn_1"]
+    panels = panels_of(reported["index"])
+    client = tracking.Tracking(tracking.default_uri(reported["home"])).client()
+    runs = {run.data.tags[names.TRIAL_ID]: run for run in mlflow_trials(reported["home"]).values()}
+    assert assert_panel_shows_mlflow(panels["drift-axis"], runs, client) >= 8
+    lines = {series["name"] for series in panels["drift-marker"]["series"]}
+    assert {"therapy end", "therapy middle capped", "coding end capped"} <= lines, lines
 
 
 def test_the_errored_trial_is_listed_with_the_resume_command(reported):

@@ -235,18 +235,28 @@ def lines(panel: Panel, sweeps: list[Sweep]) -> list[dict]:
 
 def metric_lines(panel: Panel, sweeps: list[Sweep]) -> list[dict]:
     """`x: metric`: the pattern's first group names the line, its second is the x value (a number
-    in the metric's name: a steering scale). One line per name and sweep, each point over all the
-    sweep's trials: the sweep's average behaviour, its trials on hover."""
+    in the metric's name: a steering scale); or, with a group named `x`, that one is the x value
+    and the other groups, joined, name the line (`therapy end capped`). One line per name and
+    sweep, each point over all the sweep's trials: the sweep's average behaviour, its trials on
+    hover."""
     series = []
     for sweep in sweeps:
         by_line: dict[str, list] = {}
         for metric in panel_metrics(panel, sweep):
-            line, x = re.match(panel.metric_pattern, metric).groups()
+            line, x = line_and_x(re.match(panel.metric_pattern, metric))
             group = [(trial, trial.metrics[metric]) for trial in sweep.trials if metric in trial.metrics]
             by_line.setdefault(line, []).append({"x": float(x), "metric": metric, **aggregate(group, metric)})
         series += [{"name": series_name(line, sweep, sweeps), "sweep": sweep.name,
                     "points": sorted(points, key=lambda point: point["x"])} for line, points in by_line.items()]
     return series
+
+
+def line_and_x(match) -> tuple[str, str]:
+    named = match.groupdict()
+    if "x" not in named:
+        return match.groups()
+    parts = [value.strip("_") for name, value in named.items() if name != "x" and value]
+    return " ".join(parts), named["x"]
 
 
 def curves(panel: Panel, sweeps: list[Sweep]) -> list[dict]:
