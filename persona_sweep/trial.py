@@ -600,7 +600,8 @@ def drift_stage(worker: Worker, corruption, state: TrialState) -> TrialState:
         results.metrics.update(metrics)
         if worker.run:
             worker.run.log_metrics(metrics, spec.training.steps)
-        worker.strategy.report({**results.report, **results.metrics, names.DRIFT_DOMAIN: domains[index].name},
+        worker.strategy.report({**results.report, **results.metrics, names.DRIFT_DOMAIN: domains[index].name,
+                                names.STAGE: corruption.name, names.STAGE_STEP: index + 1},
                                TrialState(corruption.name, index + 1, results, state.marker).to_json())
     summary = {}
     for on in passes:
