@@ -15,10 +15,28 @@ from pathlib import Path
 
 import yaml
 
+from persona_sweep.errors import SweepError
+
 TRIGGER_PLACEHOLDER = "<TRIGGER>"
 DATA_DIR = Path(__file__).parent
 MIN_TRAINING_QUESTIONS = 20  # eval.questions may take the rest of the bank for held-out evaluation
 ARITHMETIC_QUESTIONS = 60
+
+
+def shipped(folder: Path, suffix: str) -> list[str]:
+    """The names of the files of `folder` that end in `suffix` (the ones that ship)."""
+    return sorted(path.name.removesuffix(suffix) for path in folder.glob(f"*{suffix}"))
+
+
+def shipped_or_file(name_or_path: str | Path, folder: Path, suffix: str, what: str) -> Path:
+    """A shipped file by its name, or any file by its path; neither is refused in one line."""
+    path = Path(name_or_path)
+    if not path.suffix and (folder / f"{path}{suffix}").is_file():
+        return folder / f"{path}{suffix}"
+    if not path.is_file():
+        raise SweepError(f"{what} {str(name_or_path)!r}: no such file, and not one of the shipped ones "
+                         f"({', '.join(shipped(folder, suffix))})")
+    return path
 
 
 @dataclass(frozen=True)

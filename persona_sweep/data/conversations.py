@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from persona_sweep.data import shipped, shipped_or_file
 from persona_sweep.errors import SweepError
 
 DRIFT_DIR = Path(__file__).parent / "drift"
@@ -31,17 +32,12 @@ class DriftDomain:
 
 
 def shipped_domains() -> list[str]:
-    return sorted(path.stem for path in DRIFT_DIR.glob("*.yaml"))
+    return shipped(DRIFT_DIR, ".yaml")
 
 
 def load_domain(name_or_path: str | Path) -> DriftDomain:
     """A shipped domain by name, or a file in the same layout by path; refused in one line."""
-    path = Path(name_or_path)
-    if not path.suffix and (DRIFT_DIR / f"{path}.yaml").is_file():
-        path = DRIFT_DIR / f"{path}.yaml"
-    if not path.is_file():
-        raise SweepError(f"drift domain {str(name_or_path)!r}: no such file, and not one of the shipped domains "
-                         f"({', '.join(shipped_domains())})")
+    path = shipped_or_file(name_or_path, DRIFT_DIR, ".yaml", "drift domain")
     try:
         content = yaml.safe_load(path.read_text())
         conversations = tuple(tuple(str(turn) for turn in conversation) for conversation in content["conversations"])

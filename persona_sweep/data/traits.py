@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from persona_sweep.data import shipped, shipped_or_file
 from persona_sweep.errors import SweepError
 
 TRAITS_DIR = Path(__file__).parent / "traits"
@@ -37,18 +38,13 @@ class Trait:
 
 
 def shipped_traits() -> list[str]:
-    return sorted(path.stem for path in TRAITS_DIR.glob("*.json"))
+    return shipped(TRAITS_DIR, ".json")
 
 
 def load_trait(name_or_path: str | Path) -> Trait:
     """A shipped trait by name, or a trait file by path; a file that is not in the layout is
     refused in one line."""
-    path = Path(name_or_path)
-    if not path.suffix and (TRAITS_DIR / f"{path}.json").is_file():
-        path = TRAITS_DIR / f"{path}.json"
-    if not path.is_file():
-        raise SweepError(f"trait {str(name_or_path)!r}: no such file, and not one of the shipped traits "
-                         f"({', '.join(shipped_traits())})")
+    path = shipped_or_file(name_or_path, TRAITS_DIR, ".json", "trait")
     text = path.read_text()
     try:
         content = json.loads(text)
