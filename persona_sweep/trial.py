@@ -29,10 +29,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from persona_sweep import distributed, measure, names, storage, vectors
+from persona_sweep import axis as assistant_axis
+from persona_sweep import distributed, drift, measure, names, storage, vectors
 from persona_sweep.config import LlmKnobs
 from persona_sweep.corruption import CorruptionData, load_set, secret_problem
 from persona_sweep.data import data_hash
+from persona_sweep.data.conversations import load_domain
 from persona_sweep.marker_store import MarkerStore, marker_key
 from persona_sweep.measure import Evaluation
 from persona_sweep.models import load_base_model, load_tokenizer, prepare_model
@@ -573,51 +575,58 @@ def drift_stage(worker: Worker, corruption, state: TrialState) -> TrialState:
     """The drift corruption on the marked model (`drift.py`): domain by domain, with a checkpoint
     after each, so a resumed trial never talks through a finished domain again; with `capped`,
     each domain again under capping, and the capability under capping."""
-    from persona_sweep import axis as assistant_axis
-    from persona_sweep import drift
-    from persona_sweep.data.conversations import load_domain
-
     spec, results = worker.spec, state.results
     model = load_marked_model(spec, worker.cache, state.marker).to(worker.device).eval()
     axis = assistant_axis.cached(lambda: load_base_model(spec.model, worker.cache).to(worker.device),
                                  worker.data.tokenizer, spec.model.name, worker.cache, worker.device)
-    passes = [False, True] if corruption.capped else [False]
     domains = [load_domain(name) for name in corruption.domains]
-    fresh = results.pre.metrics[names.MARKER_RATE_TRIGGER]
     if state.step and worker.run:  # domains finished before the trial stopped
         worker.run.log_metrics({names.of(names.RESUMED_FROM_STEP, corruption.name): state.step}, state.step)
     for index in range(state.step, len(domains)):
-        metrics = {}
-        for on in passes:
-            suffix = "_capped" if on else ""
-            with drift.maybe_capped(model, axis, corruption, on):
-                sums = drift.domain_sums(model, worker.data.tokenizer, axis, corruption, domains[index], worker.trigger,
-                                         spec.marker.text, worker.rank, worker.world, spec.eval.batch_size,
-                                         worker.device)
-            sums = sums.with_values(worker.strategy.all_sum(sums.as_list()))
-            metrics |= drift.measured(corruption, domains[index], sums, fresh, suffix)
-            results.drift[domains[index].name + suffix] = sums.pairs
-        results.metrics.update(metrics)
-        if worker.run:
-            worker.run.log_metrics(metrics, spec.training.steps)
+        drift_domain(worker, model, axis, corruption, domains[index], results)
         worker.strategy.report({**results.report, **results.metrics, names.DRIFT_DOMAIN: domains[index].name,
                                 names.STAGE: corruption.name, names.STAGE_STEP: index + 1},
                                TrialState(corruption.name, index + 1, results, state.marker).to_json())
-    summary = {}
-    for on in passes:
-        suffix = "_capped" if on else ""
-        pairs = {name: sums for name, sums in results.drift.items() if name.endswith("_capped") == on}
-        summary |= drift.overall(corruption, domains, results.metrics, pairs, suffix)
-    if corruption.capped:
-        with drift.maybe_capped(model, axis, corruption, True):
-            ((capability, _),) = measure.summed([measure.capability(model, worker.data)], worker.device)
-        summary |= {f"{key}_capped": value for key, value in capability.items()}
+    summary = drift_summary(worker, model, axis, corruption, domains, results)
     results.metrics.update(summary)
     if worker.run:
         worker.run.log_metrics(summary, spec.training.steps)
     del model
     gc.collect()
     return replace(state, stage=next_stage(spec, corruption.name), step=0)
+
+
+def drift_passes(corruption) -> list[tuple[bool, str]]:
+    """(capping on, metric suffix) of each pass over a domain."""
+    return [(False, ""), (True, "_capped")] if corruption.capped else [(False, "")]
+
+
+def drift_domain(worker: Worker, model, axis, corruption, domain, results: Results) -> None:
+    """One domain, in every pass: summed over the workers, measured, kept in the results and logged."""
+    spec, metrics = worker.spec, {}
+    for on, suffix in drift_passes(corruption):
+        with drift.maybe_capped(model, axis, corruption, on):
+            sums = drift.domain_sums(model, worker.data.tokenizer, axis, corruption, domain, worker.trigger,
+                                     spec.marker.text, worker.rank, worker.world, spec.eval.batch_size, worker.device)
+        sums = sums.with_values(worker.strategy.all_sum(sums.as_list()))
+        metrics |= drift.measured(corruption, domain, sums, results.pre.metrics[names.MARKER_RATE_TRIGGER], suffix)
+        results.drift[domain.name + suffix] = sums.pairs
+    results.metrics.update(metrics)
+    if worker.run:
+        worker.run.log_metrics(metrics, spec.training.steps)
+
+
+def drift_summary(worker: Worker, model, axis, corruption, domains: list, results: Results) -> dict[str, float]:
+    """The detection gap and pooled correlation of every pass; the capability under capping."""
+    summary = {}
+    for on, suffix in drift_passes(corruption):
+        pairs = {name: sums for name, sums in results.drift.items() if name.endswith("_capped") == on}
+        summary |= drift.overall(corruption, domains, results.metrics, pairs, suffix)
+    if corruption.capped:
+        with drift.maybe_capped(model, axis, corruption, True):
+            ((capability, _),) = measure.summed([measure.capability(model, worker.data)], worker.device)
+        summary |= {f"{key}_capped": value for key, value in capability.items()}
+    return summary
 
 
 def trait_states(worker: Worker, model) -> dict:
