@@ -346,7 +346,8 @@ class SweepConfig(GridSweep):
     # step (longer examples: 4.7 vs 2.4 s measured on the embedded model).
     ESTIMATED_EVAL_S: ClassVar = 80
     CORRUPTION_STEP_FACTOR: ClassVar = 2.0
-    ESTIMATED_DRIFT_REPLY_STEPS: ClassVar = 0.1  # one drift reply (batched, long context) in training steps
+    # One drift reply in training steps: drift-cpu, 216 replies per domain (both passes) in 5.5 min.
+    ESTIMATED_DRIFT_REPLY_STEPS: ClassVar = 0.65
     TRAINABLE_CPU: ClassVar = 0.01  # the Tune function only drives a TorchTrainer
     SEARCHABLE_SETTINGS: ClassVar = ("training.steps", "training.lr")
 
