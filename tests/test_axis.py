@@ -39,7 +39,7 @@ def test_a_drift_file_not_in_the_layout_is_refused_in_one_line(tmp_path):
     bad.write_text("conversations: [[hello]]\n")
     with pytest.raises(SweepError, match="not the drift layout"):
         load_domain(bad)
-    with pytest.raises(SweepError, match="not one of the shipped ones"):
+    with pytest.raises(SweepError, match="not one of the shipped drift domains"):
         load_domain("gardening")
 
 

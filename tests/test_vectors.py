@@ -101,7 +101,7 @@ def test_bad_trait_files_and_vectors_are_refused_in_one_line(tiny, evil, tmp_pat
     (tmp_path / "bad.json").write_text(json.dumps({"instruction": [{"positive": "x"}], "questions": ["a", "b"]}))
     with pytest.raises(SweepError, match="not the persona-vectors layout"):
         load_trait(tmp_path / "bad.json")
-    with pytest.raises(SweepError, match="not one of the shipped ones"):
+    with pytest.raises(SweepError, match="not one of the shipped traits"):
         load_trait("nosuchtrait")
     with pytest.raises(SweepError, match="layers 0-1"):
         vectors.monitor(model, tokenizer, load_trait("evil"), evil, layer=5)

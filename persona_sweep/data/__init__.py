@@ -34,7 +34,7 @@ def shipped_or_file(name_or_path: str | Path, folder: Path, suffix: str, what: s
     if not path.suffix and (folder / f"{path}{suffix}").is_file():
         return folder / f"{path}{suffix}"
     if not path.is_file():
-        raise SweepError(f"{what} {str(name_or_path)!r}: no such file, and not one of the shipped ones "
+        raise SweepError(f"{what} {str(name_or_path)!r}: no such file, and not one of the shipped {what}s "
                          f"({', '.join(shipped(folder, suffix))})")
     return path
 
