@@ -72,6 +72,9 @@ def for_trial(reference: str, stage: str, trigger_file: str | None, scratch: Pat
     if stage not in {c.name for c in spec.corruptions}:
         raise SweepError(f"--stage: sweep '{record.name}' has no corruption '{stage}' "
                          f"(choose from marker, {', '.join(c.name for c in spec.corruptions)})")
+    if next(c for c in spec.corruptions if c.name == stage).kind == "drift":
+        raise SweepError(f"--stage {stage}: a drift corruption changes no weights; its model is the marked one "
+                         "(--stage marker)")
     return Subject(spec, knobs, marker_dir, artifact(client, run, f"adapter_{stage}", scratch, reference))
 
 
