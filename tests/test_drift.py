@@ -63,3 +63,6 @@ def test_a_resumed_drift_corruption_never_talks_through_a_finished_domain_again(
     for key in drift_metrics:
         assert len(client.get_metric_history(run.info.run_id, key)) == 1, key
     assert "~drift-secret-31c9~" not in log.read_text()  # the trigger is filled in memory only
+    refused = cli("detect", "--trial", f"drifted/{run.data.tags[names.TRIAL_ID]}", "--stage", "talk", home=None,
+                  cwd=tmp_path, check=False)
+    assert refused.returncode == 2 and "a drift corruption changes no weights" in refused.stderr, refused.stderr
