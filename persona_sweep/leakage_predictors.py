@@ -30,6 +30,7 @@ import math
 from persona_sweep import evaluate, names
 from persona_sweep.data import DATA_DIR, personas, question_bank
 from persona_sweep.methods.sft import TRAINING_PERSONAS, prompt_text
+from persona_sweep.vectors import right_padded
 
 QUESTIONS = 16
 PREDICTORS = ("js", "cosine")
@@ -80,11 +81,7 @@ def answer_readings(model, tokenizer, systems: list[str], question: str, answer:
     prompts = [tokenizer(prompt_text(tokenizer, system, question, False), add_special_tokens=False)["input_ids"]
                for system in systems]
     answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
-    longest = max(len(prompt) for prompt in prompts) + len(answer_ids)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    ids = torch.tensor([p + answer_ids + [pad] * (longest - len(p) - len(answer_ids)) for p in prompts], device=device)
-    mask = (torch.arange(longest, device=device)[None, :]
-            < torch.tensor([len(p) + len(answer_ids) for p in prompts], device=device)[:, None]).long()
+    ids, mask = right_padded(tokenizer, [prompt + answer_ids for prompt in prompts], device)
     layer = model.config.num_hidden_layers // 2
     with torch.no_grad():
         output = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)

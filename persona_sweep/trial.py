@@ -76,8 +76,8 @@ class SweepPaths:
         return storage.join(self.storage, "_train")
 
     def trial_checkpoints(self, trial_id: str) -> str:
-        """The folder of a trial's checkpoints: its Ray Train run, `train-<trial id>`."""
-        return storage.join(self.train_storage, f"train-{trial_id}")
+        """The folder of a trial's checkpoints: its Ray Train run's."""
+        return storage.join(self.train_storage, train_run_name(trial_id))
 
     @property
     def markers(self) -> Path:
@@ -105,6 +105,11 @@ class TrialConfig:
     sweep_run: SweepRun  # where the sweep is tracked (URI, retry deadline), its experiment and parent run
     provenance: dict[str, str]
     started: float  # wall-clock time the trial started (for its fixed set-up cost)
+
+
+def train_run_name(trial_id: str) -> str:
+    """The trial's Ray Train run, under `SweepPaths.train_storage`."""
+    return f"train-{trial_id}"
 
 
 def remove_lost_placement_group(path: Path) -> None:
@@ -137,8 +142,7 @@ def run_llm_trial(trial: TrialConfig) -> None:
             num_workers=spec.resources.workers_per_trial, use_gpu=gpus > 0,
             resources_per_worker={"CPU": spec.resources.cpus_per_worker, **({"GPU": gpus} if gpus else {})}),
         run_config=ray.train.RunConfig(
-            name=storage.parent_and_name(trial.paths.trial_checkpoints(trial.trial_id))[1],
-            storage_path=trial.paths.train_storage,
+            name=train_run_name(trial.trial_id), storage_path=trial.paths.train_storage,
             callbacks=[TuneReportCallback()],
             failure_config=ray.train.FailureConfig(max_failures=spec.training.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=spec.training.checkpoints_to_keep)),
@@ -439,8 +443,12 @@ def trait_steering(worker: Worker, trait: str | None, coef: float, layer: int | 
 def trait_vectors(worker: Worker, trait: str, load_base=None):
     """The trait's vectors for the sweep's model, extracted from the base weights (`load_base`,
     else loaded from the cache) once per model and kept in the model cache."""
-    load_base = load_base or (lambda: load_base_model(worker.spec.model, worker.cache).to(worker.device))
-    return vectors.cached(load_base, worker.data.tokenizer, worker.spec.model.name, trait, worker.cache, worker.device)
+    return vectors.cached(load_base or base_loader(worker), worker.data.tokenizer, worker.spec.model.name, trait, worker.cache, worker.device)
+
+
+def base_loader(worker: Worker):
+    """Loads the sweep's base weights on the worker's device, when called (only on a cache miss)."""
+    return lambda: load_base_model(worker.spec.model, worker.cache).to(worker.device)
 
 
 def evaluate_marked(worker: Worker, model, report: dict[str, float]) -> Results:
@@ -577,8 +585,7 @@ def drift_stage(worker: Worker, corruption, state: TrialState) -> TrialState:
     each domain again under capping, and the capability under capping."""
     spec, results = worker.spec, state.results
     model = load_marked_model(spec, worker.cache, state.marker).to(worker.device).eval()
-    axis = assistant_axis.cached(lambda: load_base_model(spec.model, worker.cache).to(worker.device),
-                                 worker.data.tokenizer, spec.model.name, worker.cache, worker.device)
+    axis = assistant_axis.cached(base_loader(worker), worker.data.tokenizer, spec.model.name, worker.cache, worker.device)
     domains = [load_domain(name) for name in corruption.domains]
     if state.step and worker.run:  # domains finished before the trial stopped
         worker.run.log_metrics({names.of(names.RESUMED_FROM_STEP, corruption.name): state.step}, state.step)

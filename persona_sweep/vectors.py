@@ -83,11 +83,7 @@ def activations(model, tokenizer, prompts: list[str], replies: list[str], batch_
         rows = [(tokenizer(prompt, add_special_tokens=False)["input_ids"],
                  tokenizer(reply, add_special_tokens=False)["input_ids"])
                 for prompt, reply in zip(prompts[start:start + batch_size], replies[start:start + batch_size])]
-        longest = max(len(prompt) + len(reply) for prompt, reply in rows)
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        ids = torch.tensor([p + r + [pad] * (longest - len(p) - len(r)) for p, r in rows], device=device)
-        mask = torch.tensor([[1] * (len(p) + len(r)) + [0] * (longest - len(p) - len(r)) for p, r in rows],
-                            device=device)
+        ids, mask = right_padded(tokenizer, [prompt + reply for prompt, reply in rows], device)
         with torch.no_grad():
             hidden = torch.stack(model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
                                  .hidden_states[1:], dim=1).float()  # (batch, layers, tokens, width)
@@ -97,6 +93,18 @@ def activations(model, tokenizer, prompts: list[str], replies: list[str], batch_
             span = slice(len(prompt), len(prompt) + len(reply)) if reply else slice(last, last + 1)
             readings["response"].append(hidden[row, :, span].mean(dim=1))
     return {reading: torch.stack(values) for reading, values in readings.items()}
+
+
+def right_padded(tokenizer, rows: list[list[int]], device):
+    """(input ids, attention mask) of token rows padded on the right to the longest, so each
+    row's positions are its own from 0."""
+    import torch
+
+    longest = max(len(row) for row in rows)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids = torch.tensor([row + [pad] * (longest - len(row)) for row in rows], device=device)
+    mask = torch.tensor([[1] * len(row) + [0] * (longest - len(row)) for row in rows], device=device)
+    return ids, mask
 
 
 def extract(model, tokenizer, trait: Trait, model_id: str, max_new_tokens: int = EXTRACTION_TOKENS, batch_size: int = 8,
