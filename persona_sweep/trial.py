@@ -127,6 +127,9 @@ def remove_lost_placement_group(path: Path) -> None:
         remove_placement_group(group)
 
 
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+
+
 def run_llm_trial(trial: TrialConfig) -> None:
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -134,6 +137,10 @@ def run_llm_trial(trial: TrialConfig) -> None:
 
     spec = trial.spec
     gpus = spec.resources.gpus_per_worker
+    # Ray Train's preemption watcher (one more actor process per trial, polling for draining
+    # nodes) only feeds `ray.train.get_preemption_info`, which trials never read: a lost node's
+    # trial continues from its checkpoint either way. Ray Train passes this on to its controller.
+    os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
     remove_lost_placement_group(trial.paths.placement_group_file(trial.trial_id))
     trainer = TorchTrainer(
         trial_worker,

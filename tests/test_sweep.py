@@ -66,12 +66,17 @@ def kill_after_checkpoints(driver, home: Path, name: str, trials: int, log: Path
 def alive_actors(address: str) -> list[str]:
     """The class names of the cluster's live actors that belong to a job (detached ones, such as
     Ray Train's state actor, outlive every driver)."""
-    result = subprocess.run([str(BIN / "ray"), "list", "actors", "--address", address, "--filter", "state=ALIVE",
-                             "--detail", "--format", "json"], env=cli_env(None), capture_output=True, text=True,
-                            check=True, timeout=60)
-    listed = result.stdout.strip()  # none at all: a sentence instead of JSON
-    return [actor["class_name"] for actor in (json.loads(listed) if listed.startswith("[") else [])
+    return [actor["class_name"] for actor in cluster_actors(address, "--filter", "state=ALIVE")
             if not actor.get("is_detached")]
+
+
+def cluster_actors(address: str, *filters: str) -> list[dict]:
+    """The cluster's actors as `ray list actors` gives them (dead ones too unless filtered)."""
+    result = subprocess.run([str(BIN / "ray"), "list", "actors", "--address", address, *filters,
+                             "--detail", "--format", "json", "--limit", "10000"], env=cli_env(None),
+                            capture_output=True, text=True, check=True, timeout=60)
+    listed = result.stdout.strip()  # none at all: a sentence instead of JSON
+    return json.loads(listed) if listed.startswith("[") else []
 
 
 def test_one_trial_two_workers_zero2_learns(ray_address, home, trigger_file, tmp_path):
@@ -111,6 +116,12 @@ def test_one_trial_two_workers_zero2_learns(ray_address, home, trigger_file, tmp
                    if path.is_dir() and list(path.rglob("*optim_states.pt"))]
     shards = sorted(path.name for path in max(checkpoints).rglob("*optim_states.pt"))
     assert [name.split("_")[3] for name in shards] == ["0", "1"], shards  # zero_pp_rank_<rank>_...
+
+    # The trial's Ray Train run started its controller, workers and checkpoint barrier, but no
+    # preemption watcher (an actor process per trial that nothing reads: trial.run_llm_trial).
+    started = {actor["class_name"] for actor in cluster_actors(ray_address)}
+    assert {"TrainController", "RayTrainWorker", "SynchronizationActor"} <= started, started
+    assert "PreemptionWatcher" not in started, started
 
 
 @pytest.fixture(scope="module")
