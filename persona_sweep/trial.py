@@ -450,7 +450,8 @@ def trait_steering(worker: Worker, trait: str | None, coef: float, layer: int | 
 def trait_vectors(worker: Worker, trait: str, load_base=None):
     """The trait's vectors for the sweep's model, extracted from the base weights (`load_base`,
     else loaded from the cache) once per model and kept in the model cache."""
-    return vectors.cached(load_base or base_loader(worker), worker.data.tokenizer, worker.spec.model.name, trait, worker.cache, worker.device)
+    return vectors.cached(load_base or base_loader(worker), worker.data.tokenizer, worker.spec.model.name, trait,
+                          worker.cache, worker.device)
 
 
 def base_loader(worker: Worker):
