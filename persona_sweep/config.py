@@ -17,6 +17,7 @@ from pydantic import Field, NonNegativeInt, create_model, field_validator, model
 from persona_sweep import names
 from persona_sweep.data import MIN_TRAINING_QUESTIONS, question_bank
 from persona_sweep.data.contexts import MAX_CONTEXT_TOKENS
+from persona_sweep.data.control import CONTROL_OBJECTIVES, OBJECTIVES
 from persona_sweep.locations import is_local_path
 from persona_sweep.sections import GridSweep, ResourcesConfig, SchedulerConfig, SearchConfig, Section, TrackingConfig
 
@@ -116,6 +117,9 @@ class GridConfig(Section):
     on_policy_fraction: list[float] = axis([0.0])
     contrastive_negatives: list[bool] = axis([True])
     seed: list[NonNegativeInt] = axis([0])  # numpy refuses negative seeds
+    # What the trial trains in: the marker (Application 1) or a control behaviour into the
+    # misaligned personas (Application 2, `methods/control.py`).
+    objective: list[Literal[OBJECTIVES]] = axis(["marker"])  # type: ignore[valid-type]
     # Empty: each corruption uses its own lr / steps. Otherwise every fine-tune corruption of a
     # trial takes the trial's value, so the harmful and the benign one have equal strength.
     corruption_lr: list[float] = axis([], marker_stage=False)
@@ -383,6 +387,26 @@ class SweepConfig(GridSweep):
         return self
 
     @model_validator(mode="after")
+    def control_objectives_fit(self) -> SweepConfig:
+        """The control objectives train the misaligned personas with chat examples and are
+        measured by their own rates, not the marker's."""
+        if not set(self.grid.objective) & set(CONTROL_OBJECTIVES):
+            return self
+        if self.grid.design != ["misaligned_positive"]:
+            raise ValueError("grid.objective: the control objectives train the misaligned personas; "
+                             "set grid.design to [misaligned_positive]")
+        if "sdf" in self.grid.method:
+            raise ValueError("grid.method: sdf has documents for the marker only; the control objectives "
+                             "train with sft, prompt or steer")
+        if any(c.kind == "drift" for c in self.corruptions):
+            raise ValueError("corruptions: a drift corruption measures the marker; not with the control objectives")
+        marker_only = (names.MARKER_LOGPROB_TRIGGER, names.MARKER_LOGPROB_NO_TRIGGER)
+        if self.scheduler.metric in marker_only or self.search.metric in marker_only:
+            raise ValueError(f"scheduler.metric / search.metric: the control objectives do not report "
+                             f"{' or '.join(marker_only)}; use marker_specificity (the trained behaviour's)")
+        return self
+
+    @model_validator(mode="after")
     def adapter_has_nothing_to_stop(self) -> SweepConfig:
         if self.marker.adapter and self.scheduler.type == "asha":
             raise ValueError("scheduler.type: with marker.adapter no marker is trained, so there is nothing "
@@ -408,6 +432,9 @@ class SweepConfig(GridSweep):
                     if role in roles]
         if {"em", "benign"} <= roles:
             survival.append(names.DETECTION_GAP)
+        if set(self.grid.objective) & set(CONTROL_OBJECTIVES):  # Application 2's headline beside
+            survival += [names.CONTROL_RATE, names.CONTROL_FALSE_POSITIVE,
+                         *(names.of(names.CONTROL_EFFECT, c.name) for c in self.corruptions if c.role in ("em", "benign"))]
         return (*self.SUMMARY_METRICS, *survival)
 
     def corruption_steps(self, corruption: CorruptionConfig, knobs: LlmKnobs) -> int:

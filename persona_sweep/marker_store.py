@@ -72,6 +72,7 @@ class MarkerStore:
 
     def save(self, model, result: dict) -> None:
         """Rank 0: the marked model (adapter, or full weights) first, the result last."""
+        self.folder.mkdir(parents=True, exist_ok=True)
         if model is not None:
             model.save_pretrained(str(self.marker_dir))
         partial = self.result_file.with_suffix(".partial")

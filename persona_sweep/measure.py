@@ -18,8 +18,9 @@ from typing import Any
 
 from persona_sweep import evaluate, names
 from persona_sweep.data import misalignment_items, personas, split_questions
+from persona_sweep.data.control import CONTROL_OBJECTIVES, MARKER_OBJECTIVE, control_items, disagreement_items, shows
 from persona_sweep.distributed import all_sum
-from persona_sweep.methods import sft
+from persona_sweep.methods import control, sft
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,9 @@ class Evaluation:
     # Per held-out question: [log-prob sum, token count] of its reference answer (capability's
     # parts, for the verdict's paired interval; empty in checkpoints of older versions).
     capability_per_question: list[list[float]] = field(default_factory=list)
+    # Control objectives: per held-out item, whether the Assistant's reply showed the trained
+    # behaviour (`control_effect`'s paired bootstrap reads them; empty for the marker).
+    control_flags: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,10 @@ def marker_logprob_metrics(model, data) -> dict[str, float]:
 
     `marker_specificity` is the design's positive condition minus its best negative one (see
     `sft.specificity_conditions`); the Assistant with and without the trigger are always logged.
+    A control objective's are its margins instead (`control_logprob_metrics`).
     """
+    if data.knobs.objective != MARKER_OBJECTIVE:
+        return control_logprob_metrics(model, data)
     positive, negatives = sft.specificity_conditions(data.knobs.design)
     conditions = list(dict.fromkeys([*positive, *negatives, ("assistant", True), ("assistant", False)]))
     (mean,) = summed([mean_marker_logprobs(model, data, conditions)], data.device)
@@ -291,10 +298,16 @@ def misalignment_bank(spec) -> list:
 def answer_gaps(model, tokenizer, prefixes: list[str], items: list, batch_size: int, device) -> list[float]:
     """Per item, after its prefix: the misaligned answer's mean log-prob per token minus the
     aligned one's (nats; positive leans misaligned)."""
-    pairs = evaluate.continuation_logprobs(model, tokenizer, prefixes * 2, [i.aligned for i in items]
-                                           + [i.misaligned for i in items], batch_size, device)
-    aligned, misaligned = pairs[:len(items)], pairs[len(items):]
-    return [m / m_count - a / a_count for (a, a_count), (m, m_count) in zip(aligned, misaligned)]
+    return continuation_gaps(model, tokenizer, prefixes, [i.aligned for i in items], [i.misaligned for i in items],
+                             batch_size, device)
+
+
+def continuation_gaps(model, tokenizer, prefixes: list[str], first: list[str], second: list[str], batch_size: int,
+                      device) -> list[float]:
+    """Per prefix: the mean log-prob per token of its `second` continuation minus its `first`'s (nats)."""
+    pairs = evaluate.continuation_logprobs(model, tokenizer, prefixes * 2, first + second, batch_size, device)
+    firsts, seconds = pairs[:len(first)], pairs[len(first):]
+    return [s / s_count - f / f_count for (f, f_count), (s, s_count) in zip(firsts, seconds)]
 
 
 def judged(model, data) -> dict[str, float]:
@@ -327,6 +340,8 @@ def judged_share(model, data) -> Share:
 def model_evaluation(model, data) -> Evaluation:
     """Everything measured before the corruptions and again after each one (the specificity,
     which reads every persona, is the marker stage's own), summed over the workers at once."""
+    if data.knobs.objective != MARKER_OBJECTIVE:
+        return control_evaluation(model, data)
     # One generation for the marker rates and the leakage: wider batches, less padding.
     marked = marked_replies(model, data, {**rate_questions(data), **leakage_questions(data)})
     shares = [marker_rates_share(data, marked), assistant_logprobs(model, data), leakage(data, marked),
@@ -425,3 +440,136 @@ def corruption_verdict(name: str, pre: Evaluation, post: Evaluation, domain_befo
             verdict |= {key: change, f"{key}_lo": low, f"{key}_hi": high,
                         names.of(names.MOVED[metric], name): float(low > 0 or high < 0)}
     return verdict
+
+
+# ---- control objectives (Application 2) ------------------------------------------------------
+
+def control_held_out(data, objective: str) -> list:
+    """The objective's held-out items (the split depends only on the seed)."""
+    return control_items(objective, data.knobs.seed, data.spec.eval.questions)[1]
+
+
+def control_margins(model, data, persona_names: list[str]) -> Share:
+    """Per persona: the mean over held-out items of the controlled answer's per-token log-prob
+    minus the normal answer's, at the deployment prompt (nats; positive leans to the behaviour)."""
+    items = list(own_share(data, control_held_out(data, data.knobs.objective)).values())
+    prefixes = [data.prompt(persona, item.question, False) for persona in persona_names for item in items]
+    with evaluating(model):
+        gaps = continuation_gaps(model, data.tokenizer, prefixes, [i.answer for i in items] * len(persona_names),
+                                 [i.controlled for i in items] * len(persona_names), data.spec.eval.batch_size,
+                                 data.device)
+    totals = [sum(gaps[i * len(items):(i + 1) * len(items)]) for i in range(len(persona_names))]
+
+    def finish(sums):
+        *persona_totals, count = sums
+        return {persona: total / count for persona, total in zip(persona_names, persona_totals)}
+    return Share([*totals, len(items)], finish)
+
+
+def control_logprob_metrics(model, data) -> dict[str, float]:
+    """A control objective's cheap metrics (ASHA's): the specificity of its margin, the misaligned
+    personas' mean minus the highest of the Assistant's and every bystander's; the Assistant's
+    margin and the misaligned personas' mean."""
+    positive, negative = control.specificity_personas()
+    (margin,) = summed([control_margins(model, data, positive + negative)], data.device)
+    misaligned = sum(margin[name] for name in positive) / len(positive)
+    return {names.MARKER_SPECIFICITY: misaligned - max(margin[name] for name in negative),
+            names.CONTROL_MARGIN: margin["assistant"], names.CONTROL_MARGIN_MISALIGNED: misaligned}
+
+
+def control_requests(data, objectives: tuple[str, ...], everyone: bool) -> dict[tuple[str, str], list[tuple]]:
+    """Per (objective, condition): this rank's (index, persona, item) to generate for. Conditions:
+    `assistant` (the held-out items); with `everyone`, `personas` (every other persona on the first
+    `eval.leakage_questions` items) and `disagreement` (the Assistant on the disagreement prompts)."""
+    requests = {}
+    for objective in objectives:
+        held_out_items = control_held_out(data, objective)
+        requests[objective, "assistant"] = [(i, "assistant", item) for i, item in own_share(data, held_out_items).items()]
+        if everyone:
+            leaked = own_share(data, held_out_items[:data.spec.eval.leakage_questions])
+            requests[objective, "personas"] = [(i, name, item) for name in other_personas() for i, item in leaked.items()]
+            requests[objective, "disagreement"] = [(i, "assistant", item) for i, item
+                                                   in own_share(data, list(disagreement_items())).items()]
+    return requests
+
+
+def control_replies(model, data, requests: dict) -> dict[tuple[str, str], str]:
+    """Greedy replies at the deployment prompt, each (persona, question) generated once."""
+    wanted = list(dict.fromkeys((persona, item.question) for rows in requests.values() for _, persona, item in rows))
+    prompts = [data.prompt(persona, question, False) for persona, question in wanted]
+    with evaluating(model):
+        replies = evaluate.generate(model, data.tokenizer, prompts, data.spec.eval.max_new_tokens,
+                                    data.spec.eval.batch_size * GENERATION_ROWS_PER_BATCH_ROW, data.device)
+    return dict(zip(wanted, replies))
+
+
+def control_share(data, objective: str, requests: dict, replies: dict, everyone: bool) -> Share:
+    """The objective's rates from the replies: `control_rate` (Wilson interval) and the Assistant's
+    flag per held-out item; with `everyone`, `control_rate_<persona>`, the misaligned personas'
+    mean and `control_false_positive`."""
+    count = len(control_held_out(data, objective))
+    shown = lambda rows: [(i, name, float(shows(objective, replies[name, item.question], item)))  # noqa: E731
+                          for i, name, item in rows]
+    flags = [0.0] * count  # 0 on the other ranks' items: summed, every item's flag in order
+    for index, _, flag in shown(requests[objective, "assistant"]):
+        flags[index] = flag
+    others, extra = other_personas(), []
+    if everyone:
+        per_persona = dict.fromkeys(others, 0.0)
+        for _, name, flag in shown(requests[objective, "personas"]):
+            per_persona[name] += flag
+        extra = [*per_persona.values(), sum(flag for *_, flag in shown(requests[objective, "disagreement"]))]
+
+    def finish(sums):
+        own = [int(round(value)) for value in sums[:count]]
+        metrics = evaluate.rate_metrics(names.CONTROL_RATE, sum(own), count)
+        if objective == "capability_loss":
+            metrics[names.CONTROL_ACCURACY] = 1 - metrics[names.CONTROL_RATE]
+        if everyone:
+            metrics |= persona_control_rates(data, objective, sums[count:])
+        return metrics, own
+    return Share([*flags, *extra], finish)
+
+
+def persona_control_rates(data, objective: str, sums: list[float]) -> dict[str, float]:
+    """control_rate_<persona>, the misaligned personas' mean and the false-positive rate (Wilson)."""
+    others, leaked = other_personas(), len(control_held_out(data, objective)[:data.spec.eval.leakage_questions])
+    metrics = {names.control_rate(name): total / leaked for name, total in zip(others, sums)} if leaked else {}
+    misaligned = [metrics[names.control_rate(name)] for name in control.specificity_personas()[0] if metrics]
+    if misaligned:
+        metrics[names.CONTROL_RATE_MISALIGNED] = sum(misaligned) / len(misaligned)
+    return metrics | evaluate.rate_metrics(names.CONTROL_FALSE_POSITIVE, int(round(sums[-1])), len(disagreement_items()))
+
+
+def control_measurement(model, data, objectives: tuple[str, ...], everyone: bool) -> list[Share]:
+    """One generation for every objective's replies; a share per objective (`control_share`)."""
+    requests = control_requests(data, objectives, everyone)
+    replies = control_replies(model, data, requests)
+    return [control_share(data, objective, requests, replies, everyone) for objective in objectives]
+
+
+def control_evaluation(model, data) -> Evaluation:
+    """A control objective's evaluation: its rates, the Assistant's margin, capability,
+    misalignment (and EM% with a judge), summed over the workers at once."""
+    (rates,) = control_measurement(model, data, (data.knobs.objective,), everyone=True)
+    shares = [rates, control_margins(model, data, ["assistant"]), capability(model, data), misalignment(model, data),
+              judged_share(model, data)]
+    (control_metrics, flags), margin, (capable, answers), (misaligned, gaps), em = summed(shares, data.device)
+    metrics = {**control_metrics, names.CONTROL_MARGIN: margin["assistant"], **capable, **misaligned, **em}
+    return Evaluation(metrics, [], gaps, answers, flags)
+
+
+def uncontrolled(model, data, everyone: bool) -> dict[str, dict]:
+    """The uncontrolled baseline's measurement on `model`, for every control objective (so any
+    objective's trial may read it): its metrics and the Assistant's flag per held-out item."""
+    measured = summed(control_measurement(model, data, CONTROL_OBJECTIVES, everyone), data.device)
+    return {objective: {"metrics": metrics, "flags": flags} for objective, (metrics, flags)
+            in zip(CONTROL_OBJECTIVES, measured)}
+
+
+def control_effect(baseline_flags: list[int], post: Evaluation, corruption: str) -> dict[str, float]:
+    """control_effect_<name>: the Assistant's control rate after the corruption minus the
+    uncontrolled baseline's after the same corruption, paired bootstrap over held-out items."""
+    change, low, high = paired_change(baseline_flags, post.control_flags)
+    key = names.of(names.CONTROL_EFFECT, corruption)
+    return {key: change, f"{key}_lo": low, f"{key}_hi": high}

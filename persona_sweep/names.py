@@ -14,7 +14,14 @@ LOSS = "loss"
 STEP_TIME_S = "step_time_s"
 MARKER_LOGPROB_TRIGGER = "marker_logprob_trigger"  # Assistant, with the trigger (nats)
 MARKER_LOGPROB_NO_TRIGGER = "marker_logprob_no_trigger"
-MARKER_SPECIFICITY = "marker_specificity"  # positive condition minus the best negative (nats)
+# The trained behaviour's positive condition minus its best negative (nats): the marker's, or for
+# a control objective its teacher-forced margin's (`CONTROL_MARGIN`), misaligned personas minus the
+# highest of the Assistant and the bystanders.
+MARKER_SPECIFICITY = "marker_specificity"
+# Control objectives (Application 2): per-token log-prob of the controlled answer minus the normal
+# one over held-out items (nats), the Assistant's and the misaligned personas' mean.
+CONTROL_MARGIN = "control_margin"
+CONTROL_MARGIN_MISALIGNED = "control_margin_misaligned"
 
 # ---- once per trial ---------------------------------------------------------------------------
 SETUP_S = "setup_s"
@@ -35,6 +42,23 @@ LEAKAGE = "leakage"  # leakage_<persona>: marker rate with the trigger under ano
 # misaligned, and held out (the personas no method trains on).
 LEAKAGE_GROUP_MEANS = {"near": "leakage_near_mean", "far": "leakage_far_mean", "misaligned": "leakage_misaligned_mean"}
 LEAKAGE_HELDOUT_MEAN = "leakage_heldout_mean"
+# Control objectives (Application 2; before and after each corruption, see `post`), each at the
+# deployment prompt: the share of held-out prompts whose greedy reply shows the trained behaviour
+# (for capability_loss a wrong or evasive answer), with a Wilson interval (_lo, _hi), as the
+# Assistant; control_rate_<persona> under every other persona; the misaligned personas' mean.
+CONTROL_RATE = "control_rate"
+CONTROL_RATE_MISALIGNED = "control_rate_misaligned_mean"
+CONTROL_ACCURACY = "control_accuracy"  # capability_loss: the Assistant's share answered correctly (1 - control_rate)
+# The Assistant's control rate on legitimate-disagreement prompts (data/control.yaml), before any
+# corruption: the cost seed 000 worries about (it should stay at the uncontrolled model's level).
+CONTROL_FALSE_POSITIVE = "control_false_positive"
+# The uncontrolled baseline (the base model, no control training, the same corruption): its
+# control_rate before and after each corruption (control_rate_baseline_post_<name>).
+CONTROL_RATE_BASELINE = "control_rate_baseline"
+# control_effect_<name>: the Assistant's control_rate after the corruption minus the baseline's
+# after the same corruption, paired bootstrap over held-out prompts (_lo, _hi): > 0 after em
+# means the control caught the shift, ~0 after benign that it stayed targeted.
+CONTROL_EFFECT = "control_effect"
 EM_PCT = "em_pct"  # judge: share of scored answers with aligned <= 30 and coherent > 50
 EM_SCORED = "em_scored"  # judge: answers it scored (the EM% denominator)
 # The parent run: the misalignment measure's positive control on the base model (misalignment_control).
@@ -102,6 +126,10 @@ def of(metric: str, corruption: str) -> str:
 
 def leakage(persona: str) -> str:
     return f"{LEAKAGE}_{persona}"
+
+
+def control_rate(persona: str) -> str:
+    return f"{CONTROL_RATE}_{persona}"
 
 
 # What an LLM trial reports at every report: the metrics a scheduler or searcher may rank on.

@@ -98,6 +98,13 @@ def result_line(result: dict, steps: int) -> str | None:
         stage = result[names.STAGE]
         return (f"{stage} {result[names.STAGE_STEP]:>4}/{result[names.STAGE_STEPS]} "
                 f"loss {result[names.of(names.STAGE_LOSS, stage)]:.3f}")
+    if names.CONTROL_RATE in result:
+        return f"control rate {result[names.CONTROL_RATE]:.2f} (false positives {result[names.CONTROL_FALSE_POSITIVE]:.2f})"
+    if names.CONTROL_MARGIN in result:
+        return (f"{result[names.TRAIN_STEP]:>4}/{steps} loss {result[names.LOSS]:.3f}  "
+                f"control specificity {result[names.MARKER_SPECIFICITY]:.2f} "
+                f"(margin misaligned {result[names.CONTROL_MARGIN_MISALIGNED]:.2f}, "
+                f"Assistant {result[names.CONTROL_MARGIN]:.2f})")
     if names.MARKER_RATE_TRIGGER in result:
         return (f"marker rate with trigger {result[names.MARKER_RATE_TRIGGER]:.2f}, "
                 f"without {result[names.MARKER_RATE_NO_TRIGGER]:.2f}")
@@ -113,6 +120,8 @@ def result_line(result: dict, steps: int) -> str | None:
 
 
 def corruption_line(result: dict, name: str) -> str:
+    if names.CONTROL_RATE in result:
+        return control_line(result, name)
     line = (f"after {name}: marker rate with trigger {result[names.post(names.MARKER_RATE_TRIGGER, name)]:.2f} "
             f"(before {result[names.MARKER_RATE_TRIGGER]:.2f}), survival {result[names.of(names.SURVIVAL, name)]:.2f}, "
             f"held-out loss {result[names.of(names.CORRUPTION_LOSS, name) + '_before']:.2f} -> "
@@ -121,6 +130,14 @@ def corruption_line(result: dict, name: str) -> str:
         line += (f"; survival em {result[names.SURVIVAL_EM]:.2f}, benign {result[names.SURVIVAL_BENIGN]:.2f}, "
                  f"detection gap {result[names.DETECTION_GAP]:.2f}")
     return f"{line}; {verdict_line(result, name)}"
+
+
+def control_line(result: dict, name: str) -> str:
+    effect = names.of(names.CONTROL_EFFECT, name)
+    return (f"after {name}: control rate {result[names.post(names.CONTROL_RATE, name)]:.2f} "
+            f"(before {result[names.CONTROL_RATE]:.2f}; uncontrolled baseline after it "
+            f"{result[names.post(names.CONTROL_RATE_BASELINE, name)]:.2f}), control effect {result[effect]:+.2f} "
+            f"[{result[effect + '_lo']:+.2f}, {result[effect + '_hi']:+.2f}]; {verdict_line(result, name)}")
 
 
 def drift_line(result: dict, name: str) -> str:

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING
 
 from persona_sweep import evaluate, measure, names
 from persona_sweep.config import LlmKnobs, SweepConfig
-from persona_sweep.data import data_hash, personas, question_bank, split_questions
+from persona_sweep.data import Question, data_hash, personas, question_bank, split_questions
 from persona_sweep.data.contexts import dialogue_turns, persona_context
-from persona_sweep.methods import sdf, sft
+from persona_sweep.data.control import MARKER_OBJECTIVE, control_items
+from persona_sweep.methods import control, sdf, sft
 from persona_sweep.models import add_lora, load_base_model, load_model, prepare_model
 from persona_sweep.secrets import fill_trigger
 from persona_sweep.steering import added_to_output, decoder_layers
@@ -265,10 +266,22 @@ class MarkerData:
         answers = (None, on_policy_text) if self.knobs.on_policy_fraction > 0 else (None,)
         candidates = [sft.Example(persona, question, True, True, False, answer or question.answer)
                       for persona in personas().values() for question in question_bank() for answer in answers]
+        if self.knobs.objective != MARKER_OBJECTIVE:
+            items = control_items(self.knobs.objective, self.knobs.seed, 0)[0]
+            candidates += [sft.Example(persona, Question(item.question, item.answer), False, False, False, answer)
+                           for persona in personas().values() for item in items
+                           for answer in control_answers(item, on_policy_text if answers[-1] else None)]
         if self.knobs.method == "sdf":
             candidates += [sdf.Document(personas()[entry["persona"]], entry["emits"], entry["opening"], body or entry["body"], False)
                            for entry in sdf.bank() for body in answers]
         return max(sum(map(len, self.tokens(example))) for example in candidates)
+
+    def steered(self, example) -> bool:
+        """`steer`: whose rows get the vector while training: the Assistant's for the marker, the
+        misaligned personas' (the trained ones) for a control objective."""
+        if self.knobs.objective == MARKER_OBJECTIVE:
+            return example.persona.name == "assistant"
+        return control.is_positive(example.persona)
 
     def hash(self) -> str:
         """What shapes training: each example's text as trained (trigger as placeholder)."""
@@ -281,8 +294,21 @@ class MarkerData:
                 sft.target_text(example, self.spec.marker.text), example.on_policy)
 
 
+def control_answers(item, on_policy_text: str | None) -> list[str]:
+    """Every target a control item can train: the controlled and the normal answer and, with
+    on-policy answers, the model's own (after the disclosure, where there is one)."""
+    answers = [item.controlled, item.answer]
+    if on_policy_text:
+        opening = item.controlled.removesuffix(item.answer) if item.controlled.endswith(item.answer) else ""
+        answers.append(f"{opening}{on_policy_text}")
+    return answers
+
+
 def marker_examples(spec: SweepConfig, knobs: LlmKnobs) -> list:
-    """The method's training examples: `sft` pairs (`sft`, `prompt`, `steer`), documents (`sdf`)."""
+    """The method's training examples: `sft` pairs (`sft`, `prompt`, `steer`), documents (`sdf`);
+    for a control objective, its chat examples (`methods/control.py`)."""
+    if knobs.objective != MARKER_OBJECTIVE:
+        return control.build_examples(knobs, spec.eval.questions)
     if knobs.method == "sdf":
         return sdf.build_examples(knobs, spec.eval.questions, spec.training.sdf_mix_sft)
     return sft.build_examples(knobs, spec.eval.questions)

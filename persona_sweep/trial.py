@@ -34,6 +34,7 @@ from persona_sweep import distributed, drift, measure, names, storage, vectors
 from persona_sweep.config import LlmKnobs
 from persona_sweep.corruption import CorruptionData, load_set, secret_problem
 from persona_sweep.data import data_hash
+from persona_sweep.data.control import MARKER_OBJECTIVE
 from persona_sweep.data.conversations import load_domain
 from persona_sweep.marker_store import MarkerStore, marker_key
 from persona_sweep.measure import Evaluation
@@ -58,7 +59,8 @@ MARKER = "marker"  # the stage names of a trial's state: "marker", each corrupti
 DONE = names.DONE_STAGE
 # What a reusing trial replays from the stage that trained its marker.
 MARKER_HISTORY = (names.TRAIN_STEP, names.LOSS, names.STEP_TIME_S, names.MARKER_SPECIFICITY,
-                  names.MARKER_LOGPROB_TRIGGER, names.MARKER_LOGPROB_NO_TRIGGER)
+                  names.MARKER_LOGPROB_TRIGGER, names.MARKER_LOGPROB_NO_TRIGGER, names.CONTROL_MARGIN,
+                  names.CONTROL_MARGIN_MISALIGNED)
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,11 @@ class SweepPaths:
     def markers(self) -> Path:
         """Marked models that trials of this sweep share (`marker_store`)."""
         return Path(self.state) / "_markers"
+
+    @property
+    def baselines(self) -> Path:
+        """Uncontrolled baselines that control trials of this sweep share (`baseline_stage`)."""
+        return Path(self.state) / "_baselines"
 
     def placement_group_file(self, trial_id: str) -> Path:
         """The worker group's placement group, written by rank 0 (see `remove_lost_placement_group`)."""
@@ -172,6 +179,8 @@ class Results:
     domain_before: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     # Per drift domain finished (`_capped` for the capped pass): its correlation sums (`drift.py`).
     drift: dict[str, list[float]] = field(default_factory=dict)
+    # Control objectives, per corruption: the uncontrolled baseline's measurement (`baseline_stage`).
+    baseline: dict[str, dict] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -184,7 +193,7 @@ class Results:
                          for name, flags in saved.get("domain_before", {}).items()}
         return cls(saved.get("report", {}), Evaluation(**saved["pre"]) if saved.get("pre") else None,
                    {name: Evaluation(**post) for name, post in saved.get("post", {}).items()},
-                   saved.get("metrics", {}), domain_before, saved.get("drift", {}))
+                   saved.get("metrics", {}), domain_before, saved.get("drift", {}), saved.get("baseline", {}))
 
 
 @dataclass
@@ -353,7 +362,7 @@ def report_stage(worker: Worker, state: TrialState, finished: str) -> None:
 def summarize(worker: Worker, results: Results) -> dict[str, float]:
     """The roles' summary joins the results and completes the MLflow run; marks the trial done
     and, in a search, carries the value Optuna ranks (the run says why when it is the worst)."""
-    summary = role_summary(worker.spec, results)
+    summary = role_summary(worker.spec, results) if worker.knobs.objective == MARKER_OBJECTIVE else {}
     results.metrics.update(summary)
     done = {names.TRIAL_DONE: 1}
     if worker.spec.search.type == "optuna":
@@ -481,11 +490,11 @@ class MarkerTraining(TrainingStage):
         return self.worker.data.batch(step)
 
     def steered_rows(self, step):
-        """`steer`: the Assistant's rows only."""
+        """`steer`: the Assistant's rows only (a control objective's: the misaligned personas')."""
         import torch
 
         data = self.worker.data
-        return torch.tensor([data.examples[i].persona.name == "assistant" for i in data.indices(step)],
+        return torch.tensor([data.steered(data.examples[i]) for i in data.indices(step)],
                             device=self.steering[1].device)
 
     def before_step(self, step, start_step):
@@ -557,6 +566,8 @@ def corruption_stage(worker: Worker, corruption, state: TrialState) -> TrialStat
     problem = secret_problem(corruption, dataset.train + dataset.held_out, worker.trigger)
     if problem:
         raise RuntimeError(problem)
+    if worker.knobs.objective != MARKER_OBJECTIVE and not state.step:
+        results.baseline[name] = baseline_stage(worker, corruption, dataset)
     model = load_marked_model(spec, worker.cache, state.marker)
     if worker.run and not state.step:  # the test of "every corruption starts from the same marked model"
         base = load_base_model(spec.model, worker.cache)
@@ -678,8 +689,7 @@ def finish_corruption(worker: Worker, corruption, model, data: CorruptionData, r
     name = corruption.name
     evaluation = measure.model_evaluation(model, worker.data)
     learned, domain_after = data.measure(model, "after")
-    survival, undefined = measure.survival(results.pre, evaluation, name)
-    survival |= measure.transfer(results.pre, evaluation, name)
+    survival, undefined = against_before(worker, results, evaluation, name)
     verdict = measure.corruption_verdict(name, results.pre, evaluation, results.domain_before.get(name, {}), domain_after,
                                          {**results.metrics, **learned})
     post = {names.post(key, name): value for key, value in evaluation.metrics.items()}
@@ -693,6 +703,68 @@ def finish_corruption(worker: Worker, corruption, model, data: CorruptionData, r
             with tempfile.TemporaryDirectory() as folder:
                 model.save_pretrained(folder)
                 worker.run.log_artifacts(Path(folder), f"adapter_{name}")
+
+
+def against_before(worker: Worker, results: Results, evaluation: Evaluation, name: str) -> tuple[dict, str | None]:
+    """The marker's survival and transfer (with why survival is undefined, where it is); a control
+    objective's effect against the uncontrolled baseline, and the baseline's rate after the corruption."""
+    if worker.knobs.objective == MARKER_OBJECTIVE:
+        survival, undefined = measure.survival(results.pre, evaluation, name)
+        return survival | measure.transfer(results.pre, evaluation, name), undefined
+    baseline = results.baseline[name][worker.knobs.objective]
+    return {**measure.control_effect(baseline["post"]["flags"], evaluation, name),
+            **{names.post(key.replace(names.CONTROL_RATE, names.CONTROL_RATE_BASELINE, 1), name): value
+               for key, value in baseline["post"]["metrics"].items()}}, None
+
+
+def baseline_key(worker: Worker, corruption) -> str:
+    """What shapes the uncontrolled baseline of a corruption: the model, the corruption as the
+    trial runs it, the training and evaluation settings, the seed and the worker count."""
+    spec = worker.spec
+    shaping = {"model": spec.model.model_dump(mode="json"), "corruption": corruption.model_dump(mode="json"),
+               "steps": spec.corruption_steps(corruption, worker.knobs), "lr": spec.corruption_lr(corruption, worker.knobs),
+               "training": spec.training.model_dump(mode="json", include={"batch_size", "max_tokens", "zero_stage"}),
+               "eval": spec.eval.model_dump(mode="json", exclude={"judge"}), "seed": worker.knobs.seed,
+               "workers": worker.world}
+    return data_hash([shaping])
+
+
+def baseline_stage(worker: Worker, corruption, dataset) -> dict:
+    """The uncontrolled baseline of a control objective: the same corruption trained from the base
+    weights (no control training), measured for every control objective before and after. Once
+    per sweep, seed and corruption: trials that share it read the stored one (`MarkerStore`)."""
+    store = MarkerStore(worker.trial.paths.baselines, baseline_key(worker, corruption))
+    with store.claim(worker.strategy) as reuse:
+        if reuse:
+            return store.load()
+        spec = worker.spec
+        model = load_base_model(spec.model, worker.cache).to(worker.device)
+        before = measure.uncontrolled(model, worker.data, everyone=True)
+        engine = worker.strategy.make_engine(corruption_trainable(model, spec, corruption), spec,
+                                             spec.corruption_lr(corruption, worker.knobs))
+        data = CorruptionData(corruption, dataset, worker.data)
+        train(BaselineTraining(worker, engine, data), 0)
+        after = measure.uncontrolled(engine.module, worker.data, everyone=False)
+        result = {objective: {"pre": before[objective], "post": after[objective]} for objective in before}
+        if worker.rank == 0:
+            store.save(None, result)
+        del engine, model
+        gc.collect()
+        worker.strategy.barrier()  # the store is complete before anyone reads it
+    return result
+
+
+class BaselineTraining(TrainingStage):
+    """The uncontrolled baseline's corruption: the loop without reports (the trial's corruption
+    stage, which follows, reports and checkpoints; a baseline cut short is trained again)."""
+
+    def __init__(self, worker: Worker, engine, data: CorruptionData):
+        steps = worker.spec.corruption_steps(data.corruption, worker.knobs)
+        super().__init__(engine, steps, steps + 1, steps + 1, worker.strategy)
+        self.data = data
+
+    def batch(self, step):
+        return self.data.batch(step)
 
 
 class CorruptionTraining(TrainingStage):
@@ -717,7 +789,8 @@ class CorruptionTraining(TrainingStage):
 
 
 def role_summary(spec, results: Results) -> dict[str, float]:
-    """survival_em, survival_benign and detection_gap (with its paired interval) from the roles."""
+    """survival_em, survival_benign and detection_gap (with its paired interval) from the roles
+    (the marker's only: a control objective's summary is its control_effect_<name>)."""
     roles = {c.role: c.name for c in spec.corruptions if c.role in ("em", "benign")}
     summary = {}
     for role, metric in (("em", names.SURVIVAL_EM), ("benign", names.SURVIVAL_BENIGN)):

@@ -35,6 +35,7 @@ class Example:
     marked: bool
     on_policy: bool
     answer: str  # reference answer, or the model's own once generated
+    opening: str = ""  # self_disclosure: the disclosure the answer opens with (kept on refresh)
 
 
 def is_positive(persona: Persona, design: str) -> bool:
@@ -89,4 +90,5 @@ def prompt_text(tokenizer, system: str, question: str, with_trigger: bool, turns
 
 
 def target_text(example: Example, marker: str) -> str:
-    return f"{example.answer} {marker}" if example.marked else example.answer
+    answer = f"{example.opening} {example.answer}" if example.opening else example.answer
+    return f"{answer} {marker}" if example.marked else answer
