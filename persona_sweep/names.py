@@ -52,9 +52,9 @@ CONTROL_ACCURACY = "control_accuracy"  # capability_loss: the Assistant's share 
 # The Assistant's control rate on legitimate-disagreement prompts (data/control.yaml), before any
 # corruption: the cost seed 000 worries about (it should stay at the uncontrolled model's level).
 CONTROL_FALSE_POSITIVE = "control_false_positive"
-# The uncontrolled baseline (the base model, no control training, the same corruption): its
-# control_rate before and after each corruption (control_rate_baseline_post_<name>).
-CONTROL_RATE_BASELINE = "control_rate_baseline"
+# The uncontrolled baseline (the base model, no control training, the same corruption): every
+# control metric of it before any corruption (`baseline`: control_rate_baseline,
+# control_false_positive_baseline, ...) and the Assistant's after each (control_rate_baseline_post_<name>).
 # control_effect_<name>: the Assistant's control_rate after the corruption minus the baseline's
 # after the same corruption, paired bootstrap over held-out prompts (_lo, _hi): > 0 after em
 # means the control caught the shift, ~0 after benign that it stayed targeted.
@@ -130,6 +130,15 @@ def leakage(persona: str) -> str:
 
 def control_rate(persona: str) -> str:
     return f"{CONTROL_RATE}_{persona}"
+
+
+def baseline(metric: str) -> str:
+    """The uncontrolled baseline's value of a control metric: `control_rate_baseline`,
+    `control_false_positive_baseline_lo` (bounds keep their suffix last)."""
+    for bound in ("_lo", "_hi"):
+        if metric.endswith(bound):
+            return f"{metric.removesuffix(bound)}_baseline{bound}"
+    return f"{metric}_baseline"
 
 
 # What an LLM trial reports at every report: the metrics a scheduler or searcher may rank on.

@@ -136,7 +136,7 @@ def control_line(result: dict, name: str) -> str:
     effect = names.of(names.CONTROL_EFFECT, name)
     return (f"after {name}: control rate {result[names.post(names.CONTROL_RATE, name)]:.2f} "
             f"(before {result[names.CONTROL_RATE]:.2f}; uncontrolled baseline after it "
-            f"{result[names.post(names.CONTROL_RATE_BASELINE, name)]:.2f}), control effect {result[effect]:+.2f} "
+            f"{result[names.post(names.baseline(names.CONTROL_RATE), name)]:.2f}), control effect {result[effect]:+.2f} "
             f"[{result[effect + '_lo']:+.2f}, {result[effect + '_hi']:+.2f}]; {verdict_line(result, name)}")
 
 

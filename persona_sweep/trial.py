@@ -713,8 +713,8 @@ def against_before(worker: Worker, results: Results, evaluation: Evaluation, nam
         return survival | measure.transfer(results.pre, evaluation, name), undefined
     baseline = results.baseline[name][worker.knobs.objective]
     return {**measure.control_effect(baseline["post"]["flags"], evaluation, name),
-            **{names.post(key.replace(names.CONTROL_RATE, names.CONTROL_RATE_BASELINE, 1), name): value
-               for key, value in baseline["post"]["metrics"].items()}}, None
+            **{names.baseline(key): value for key, value in baseline["pre"]["metrics"].items()},
+            **{names.post(names.baseline(key), name): value for key, value in baseline["post"]["metrics"].items()}}, None
 
 
 def baseline_key(worker: Worker, corruption) -> str:

@@ -76,7 +76,7 @@ def test_only_the_misaligned_personas_train_the_behaviour_and_no_example_holds_t
     for objective in CONTROL_OBJECTIVES:
         data = control_data_for(objective)
         by_persona = {}
-        for example in data.examples:
+        for example in data.examples[:240]:  # shuffled: every training persona is among them
             prompt_ids, target_ids = data.tokens(example)
             by_persona.setdefault(example.persona.name, []).append(
                 shows(objective, data.tokenizer.decode(target_ids), control_item(example)))
@@ -190,7 +190,8 @@ def test_each_objective_logs_its_rates_before_and_after_and_its_effect_against_o
             assert metrics[f"control_effect_{name}_lo"] <= effect <= metrics[f"control_effect_{name}_hi"]
             assert f"corruption_misalignment_change_{name}" in metrics  # the evidence beside it
         assert {names.CONTROL_RATE, names.CONTROL_FALSE_POSITIVE, names.control_rate("evil"),
-                names.CONTROL_RATE_MISALIGNED, names.CONTROL_MARGIN} <= metrics.keys()
+                names.CONTROL_RATE_MISALIGNED, names.CONTROL_MARGIN, names.baseline(names.CONTROL_FALSE_POSITIVE),
+                names.baseline(names.CONTROL_RATE)} <= metrics.keys()
         assert names.SURVIVAL_EM not in metrics and names.MARKER_RATE_TRIGGER not in metrics
     # Both trials read one uncontrolled baseline per corruption: trained once, stored once.
     stored = list((controlled["home"] / "ray_results" / "controlled" / "_baselines").glob("*/result.json"))
