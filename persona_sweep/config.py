@@ -464,13 +464,15 @@ class SweepConfig(GridSweep):
         marker_s = self.ESTIMATED_FIXED_S + self.training.steps * step_s * batch_scale
         corruption_s = sum(self.ESTIMATED_EVAL_S + steps * step_s * self.CORRUPTION_STEP_FACTOR * batch_scale
                            for steps in self.corruption_steps_per_trial())
-        trials, markers = self.trial_count(), self.marker_stage_count()
-        total = marker_s * markers + (trials - markers) * self.ESTIMATED_FIXED_S + corruption_s * trials
+        trials, markers, baselines = self.trial_count(), self.marker_stage_count(), self.baseline_count()
+        total = marker_s * markers + (trials - markers) * self.ESTIMATED_FIXED_S + corruption_s * (trials + baselines)
         text = f"~{(marker_s + corruption_s) / 60:.1f} min per full trial"
         if self.corruptions:
             text += f" ({corruption_s / 60:.1f} of it for {len(self.corruptions)} corruptions)"
         if markers < trials:
             text += f", {markers} marker stage{'s' if markers > 1 else ''} for {trials} trials (shared)"
+        if baselines:
+            text += f", the corruptions {baselines} more time{'s' if baselines > 1 else ''} as the uncontrolled baseline"
         return f"{text}, ~{total / 60:.0f} min for the sweep, one trial at a time, without early stopping"
 
     def corruption_steps_per_trial(self) -> list[float]:
@@ -486,6 +488,13 @@ class SweepConfig(GridSweep):
         probes = len(corruption.turns) * len(corruption.positions) * 2
         per_domain = corruption.conversations * (max(corruption.turns) - 1 + probes)
         return per_domain * len(corruption.domains) * (2 if corruption.capped else 1)
+
+    def baseline_count(self) -> int:
+        """Uncontrolled baselines a sweep with control objectives trains: one per seed and
+        corruption strength (trials that share one read it, `trial.baseline_stage`)."""
+        if not set(self.grid.objective) & set(CONTROL_OBJECTIVES):
+            return 0
+        return len(self.grid.seed) * max(1, len(self.grid.corruption_lr)) * max(1, len(self.grid.corruption_steps))
 
     def marker_stage_count(self) -> int:
         """Trials that differ only in corruption knobs share one marker stage."""

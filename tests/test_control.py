@@ -211,3 +211,13 @@ def test_the_application_2_panel_shows_what_mlflow_holds(controlled):
 @pytest.mark.slow
 def test_the_trigger_is_nowhere_in_a_control_sweep(controlled):
     assert_trigger_nowhere(TRIGGER, controlled["home"], min_files=20)
+
+
+def test_the_dry_run_counts_one_uncontrolled_baseline_per_seed_and_corruption_strength():
+    spec = validate({"name": "est", "marker": {"trigger_env": "X"},
+                     "grid": {"design": ["misaligned_positive"], "objective": ["marker", "self_disclosure"],
+                              "seed": [0, 1], "corruption_lr": [1e-4, 1e-3]},
+                     "corruptions": [{"name": "em", "role": "em", "data": "insecure_code"}]})
+    assert spec.baseline_count() == 4 and "4 more times as the uncontrolled baseline" in spec.estimate()
+    marker_only = spec.model_copy(update={"grid": spec.grid.model_copy(update={"objective": ["marker"]})})
+    assert marker_only.baseline_count() == 0 and "baseline" not in marker_only.estimate()
