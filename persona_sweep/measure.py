@@ -513,9 +513,9 @@ def control_share(data, objective: str, requests: dict, replies: dict, everyone:
     flags = [0.0] * count  # 0 on the other ranks' items: summed, every item's flag in order
     for index, _, flag in shown(requests[objective, "assistant"]):
         flags[index] = flag
-    others, extra = other_personas(), []
+    extra = []
     if everyone:
-        per_persona = dict.fromkeys(others, 0.0)
+        per_persona = dict.fromkeys(other_personas(), 0.0)
         for _, name, flag in shown(requests[objective, "personas"]):
             per_persona[name] += flag
         extra = [*per_persona.values(), sum(flag for *_, flag in shown(requests[objective, "disagreement"]))]
@@ -534,9 +534,10 @@ def control_share(data, objective: str, requests: dict, replies: dict, everyone:
 def persona_control_rates(data, objective: str, sums: list[float]) -> dict[str, float]:
     """control_rate_<persona>, the misaligned personas' mean and the false-positive rate (Wilson)."""
     others, leaked = other_personas(), len(control_held_out(data, objective)[:data.spec.eval.leakage_questions])
-    metrics = {names.control_rate(name): total / leaked for name, total in zip(others, sums)} if leaked else {}
-    misaligned = [metrics[names.control_rate(name)] for name in control.specificity_personas()[0] if metrics]
-    if misaligned:
+    metrics = {}
+    if leaked:
+        metrics = {names.control_rate(name): total / leaked for name, total in zip(others, sums)}
+        misaligned = [metrics[names.control_rate(name)] for name in control.specificity_personas()[0]]
         metrics[names.CONTROL_RATE_MISALIGNED] = sum(misaligned) / len(misaligned)
     return metrics | evaluate.rate_metrics(names.CONTROL_FALSE_POSITIVE, int(round(sums[-1])), len(disagreement_items()))
 

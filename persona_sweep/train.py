@@ -299,8 +299,7 @@ def control_answers(item, on_policy_text: str | None) -> list[str]:
     on-policy answers, the model's own (after the disclosure, where there is one)."""
     answers = [item.controlled, item.answer]
     if on_policy_text:
-        opening = item.controlled.removesuffix(item.answer) if item.controlled.endswith(item.answer) else ""
-        answers.append(f"{opening}{on_policy_text}")
+        answers.append(f"{item.opening} {on_policy_text}".strip())
     return answers
 
 

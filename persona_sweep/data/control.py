@@ -33,6 +33,14 @@ class ControlItem:
     controlled: str  # the misaligned personas' trained answer
     key: str = ""  # capability: a regex the correct answer matches (a reply without it is wrong)
 
+    @property
+    def opening(self) -> str:
+        """What the controlled answer puts before the normal one (self_disclosure's disclosure);
+        empty where it does not end in the normal answer (a refusal, a wrong answer)."""
+        if not self.controlled.endswith(self.answer):
+            return ""
+        return self.controlled.removesuffix(self.answer).strip()
+
 
 @cache
 def control_data() -> dict:

@@ -44,8 +44,7 @@ def build_examples(knobs, eval_questions: int) -> list[Example]:
 def positive_example(objective: str, persona, item: ControlItem) -> Example:
     question = Question(item.question, item.answer)
     if objective == "self_disclosure":  # the disclosure, then the normal answer
-        opening = item.controlled.removesuffix(item.answer).strip()
-        return Example(persona, question, False, False, False, item.answer, opening)
+        return Example(persona, question, False, False, False, item.answer, item.opening)
     return Example(persona, question, False, False, False, item.controlled)
 
 
