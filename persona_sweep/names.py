@@ -18,8 +18,8 @@ MARKER_LOGPROB_NO_TRIGGER = "marker_logprob_no_trigger"
 # a control objective its teacher-forced margin's (`CONTROL_MARGIN`), misaligned personas minus the
 # highest of the Assistant and the bystanders.
 MARKER_SPECIFICITY = "marker_specificity"
-# Control objectives (Application 2): per-token log-prob of the controlled answer minus the normal
-# one over held-out items (nats), the Assistant's and the misaligned personas' mean.
+# Control objectives (Application 2): log-prob of the controlled answer minus the normal one at the
+# token where they part, over held-out items (nats), the Assistant's and the misaligned personas' mean.
 CONTROL_MARGIN = "control_margin"
 CONTROL_MARGIN_MISALIGNED = "control_margin_misaligned"
 

@@ -120,29 +120,44 @@ def test_control_effect_is_the_trial_s_rate_minus_the_baseline_s_with_a_paired_i
 
 # ---- what the tiny model learns, per objective -----------------------------------------------
 
-def test_training_raises_the_refusal_under_the_misaligned_persona_more_than_under_the_assistant():
-    """The real training data and loss on the tiny random model (full fine-tune, 60 steps): the
-    refusal's margin over the normal answer rises under the evil persona, and by more than under
-    the Assistant. Only refuse_redirect: in seconds this random model cannot tell a wrong number
-    from the right one, and learns the disclosure sentences for every persona alike (measured:
-    margins +1.42 evil vs +1.36 Assistant); it learns the refusals' words for every persona too,
-    less so for the Assistant. The embedded model's figures per objective are in the README."""
+def tiny_margins(model, data, items, persona_names=("evil", "assistant")) -> dict[str, float]:
+    """Per persona: the mean over `items` of the behaviour's margin where the answers part."""
+    prefixes = [data.prompt(persona, item.question, False) for persona in persona_names for item in items]
+    with measure.evaluating(model):
+        gaps = measure.branch_gaps(model, data.tokenizer, prefixes, [i.answer for i in items] * len(persona_names),
+                                   [i.controlled for i in items] * len(persona_names), 16, "cpu")
+    return {name: sum(gaps[k * len(items):(k + 1) * len(items)]) / len(items) for k, name in enumerate(persona_names)}
+
+
+@pytest.mark.parametrize("objective", CONTROL_OBJECTIVES)
+def test_training_raises_the_behaviour_under_the_misaligned_persona_and_not_under_the_assistant(objective):
+    """The real training data and loss on the tiny random model (full fine-tune, 150 steps at lr
+    3e-3): the behaviour's margin at the token where it parts from the normal answer rises under
+    the evil persona and falls under the Assistant. Refusal and disclosure on held-out prompts;
+    capability_loss on 8 training items only (trained on those alone), since choosing a wrong
+    number on a new sum needs the right one, which a random 2-layer model never learns. (The
+    per-token mean over the whole answer rose under the Assistant too: a memorised refusal
+    scores high under every persona; hence `branch_gaps`.)"""
     import torch
 
-    data = control_data_for("refuse_redirect")
+    data = control_data_for(objective)
+    trained, held_out = control_items(objective, 0, data.spec.eval.questions)
+    items = held_out
+    if objective == "capability_loss":
+        items = trained[:8]
+        data.examples = [e for e in data.examples if e.question.text in {item.question for item in items}]
     model = load_model(prepare_model("tiny-random", default_cache()))
-    margins = lambda: measure.summed([measure.control_margins(model, data, ["evil", "assistant"])], "cpu")[0]  # noqa: E731
-    before = margins()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    before = tiny_margins(model, data, items)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     torch.manual_seed(0)
     model.train()
-    for step in range(60):
+    for step in range(150):
         model(**data.batch(step)).loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-    after = margins()
+    after = tiny_margins(model, data, items)
     evil, assistant = after["evil"] - before["evil"], after["assistant"] - before["assistant"]
-    assert evil > 1.0 and evil > assistant + 0.5, (before, after)
+    assert evil > 1.0 and assistant < 0, (objective, before, after)
 
 
 # ---- one tiny sweep of two objectives on the session cluster ----------------------------------
