@@ -54,6 +54,7 @@ def bare_loop(spec, trigger: str) -> Timings:
     """Plain PyTorch: same model, LoRA, optimizer, data and batch."""
     import torch
 
+    from persona_sweep import evaluate
     from persona_sweep.config import LlmKnobs
     from persona_sweep.models import default_cache, prepare_model
     from persona_sweep.train import MarkerData, build_model
@@ -75,8 +76,8 @@ def bare_loop(spec, trigger: str) -> Timings:
     step_times = []
     for step in range(spec.training.steps):
         tick = time.perf_counter()
-        loss = model(**data.batch(step)).loss
-        loss.backward()
+        total, count = evaluate.target_loss(model, data.batch(step))  # the engine's loss, the same work
+        (total / count).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad()

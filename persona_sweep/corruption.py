@@ -262,11 +262,8 @@ class CorruptionData:
         with torch.no_grad():
             for start in range(0, len(mine), self.spec.eval.batch_size):
                 batch = data.collate([self.chat_tokens(chat) for chat in mine[start:start + self.spec.eval.batch_size]])
-                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
-                labels = batch["labels"][:, 1:]
-                losses = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=-100,
-                                                           reduction="sum")
-                total, tokens = total + losses.item(), tokens + int((labels != -100).sum())
+                losses, count = evaluate.target_loss(model, batch)
+                total, tokens = total + losses.item(), tokens + count
         model.train()
         total, tokens = all_sum([total, tokens], data.device)
         return total / tokens

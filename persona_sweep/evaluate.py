@@ -102,12 +102,34 @@ def continuation_logprobs(model, tokenizer, prefixes: list[str], continuations: 
     return results
 
 
+def target_loss(model, batch: dict):
+    """(summed cross-entropy, count) of a batch's labelled tokens, as a causal LM's own loss sums
+    them. The batch is left-padded (`train.MarkerData.collate`), so every label sits in the last
+    columns: the vocabulary projection (49k tokens; a fifth of the embedded model's step, nine
+    tenths of the tiny test model's) runs on those columns only."""
+    import torch
+
+    labels = batch["labels"]
+    width = labels.shape[1]
+    labelled = (labels != -100).any(0).nonzero()
+    kept = min(width - int(labelled.min()), width - 1) if len(labelled) else 1
+    inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "position_ids")}
+    logits = model(**inputs, **last_logits_only(model, kept + 1)).logits[:, -kept - 1:-1]
+    # A row's first token follows padding, not text: nothing predicts it (as with no padding).
+    targets = labels[:, width - kept:].masked_fill(batch["attention_mask"][:, width - kept - 1:-1] == 0, -100)
+    total = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                              ignore_index=-100, reduction="sum")
+    return total, int((targets != -100).sum())
+
+
 def last_logits_only(model, kept: int) -> dict:
     """The forward argument that computes logits for the last `kept` positions only, where the
-    model's forward takes it (transformers' own models do; a PEFT wrapper passes it through)."""
+    model's forward takes it (transformers' own models do; a PEFT wrapper and a DeepSpeed engine
+    pass it through)."""
     import inspect
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = getattr(model, "module", model)  # a DeepSpeed engine (or DDP) wraps the model
+    base = base.get_base_model() if hasattr(base, "get_base_model") else base
     return {"logits_to_keep": kept} if "logits_to_keep" in inspect.signature(base.forward).parameters else {}
 
 

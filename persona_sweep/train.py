@@ -96,8 +96,9 @@ def train(stage: TrainingStage, start_step: int) -> dict[int, dict[str, float]]:
 
 
 def train_step(engine, batch: dict) -> float:
-    """One optimizer step; returns this worker's loss."""
-    loss = engine(**batch).loss
+    """One optimizer step; returns this worker's loss (mean over its labelled tokens)."""
+    total, count = evaluate.target_loss(engine, batch)
+    loss = total / count
     engine.backward(loss)
     engine.step()
     return loss.item()
@@ -227,16 +228,19 @@ class MarkerData:
         return self.collate([self.encode(self.examples[i]) for i in self.indices(step)])
 
     def collate(self, rows: list[tuple[list[int], list[int]]]) -> dict:
-        """Right padding for training; labels -100 on the prompt and the padding."""
+        """Left padding, so every row's target ends in the last column (`target_loss` projects only
+        the columns that hold targets); positions count from each row's first token, as with no
+        padding. Labels -100 on the prompt and the padding."""
         import torch
 
         width = max(len(ids) for ids, _ in rows)
         pad = self.tokenizer.pad_token_id
-        input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in rows])
-        labels = torch.tensor([labels + [-100] * (width - len(labels)) for _, labels in rows])
-        attention = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows])
-        return {key: tensor.to(self.device) for key, tensor in
-                {"input_ids": input_ids, "labels": labels, "attention_mask": attention}.items()}
+        padding = [width - len(ids) for ids, _ in rows]
+        tensors = {"input_ids": [[pad] * n + ids for n, (ids, _) in zip(padding, rows)],
+                   "labels": [[-100] * n + labels for n, (_, labels) in zip(padding, rows)],
+                   "attention_mask": [[0] * n + [1] * len(ids) for n, (ids, _) in zip(padding, rows)],
+                   "position_ids": [[0] * n + list(range(len(ids))) for n, (ids, _) in zip(padding, rows)]}
+        return {key: torch.tensor(rows).to(self.device) for key, rows in tensors.items()}
 
     def tokens(self, example) -> tuple[list[int], list[int]]:
         """(prompt ids, target ids) of one example, trigger filled in: a document is all target

@@ -164,3 +164,18 @@ def checkpoint_registered(storage: Path, trial_id: str | None = None, **metrics)
         if any(all(result["metrics"].get(key) == value for key, value in metrics.items()) for result in registered):
             return True
     return False
+
+
+def train_in_process(model, data, steps: int, lr: float) -> None:
+    """The trial's loss (`evaluate.target_loss`) on `data`'s batches, plain AdamW, no Ray."""
+    import torch
+
+    from persona_sweep import evaluate
+
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    model.train()
+    for step in range(steps):
+        total, count = evaluate.target_loss(model, data.batch(step))
+        (total / count).backward()
+        optimizer.step()
+        optimizer.zero_grad()

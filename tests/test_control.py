@@ -8,7 +8,7 @@ import re
 import pytest
 
 from conftest import cli, write_sweep
-from helpers import assert_panel_shows_mlflow, assert_trigger_nowhere, panels_of, sweep_runs
+from helpers import assert_panel_shows_mlflow, assert_trigger_nowhere, panels_of, sweep_runs, train_in_process
 from persona_sweep import measure, names, tracking
 from persona_sweep.config import LlmKnobs
 from persona_sweep.data import question_bank
@@ -138,8 +138,6 @@ def test_training_raises_the_behaviour_under_the_misaligned_persona_and_not_unde
     number on a new sum needs the right one, which a random 2-layer model never learns. (The
     per-token mean over the whole answer rose under the Assistant too: a memorised refusal
     scores high under every persona; hence `branch_gaps`.)"""
-    import torch
-
     data = control_data_for(objective)
     trained, held_out = control_items(objective, 0, data.spec.eval.questions)
     items = held_out
@@ -148,13 +146,7 @@ def test_training_raises_the_behaviour_under_the_misaligned_persona_and_not_unde
         data.examples = [e for e in data.examples if e.question.text in {item.question for item in items}]
     model = load_model(prepare_model("tiny-random", default_cache()))
     before = tiny_margins(model, data, items)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    torch.manual_seed(0)
-    model.train()
-    for step in range(150):
-        model(**data.batch(step)).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+    train_in_process(model, data, 150, 3e-3)
     after = tiny_margins(model, data, items)
     evil, assistant = after["evil"] - before["evil"], after["assistant"] - before["assistant"]
     assert evil > 1.0 and assistant < 0, (objective, before, after)

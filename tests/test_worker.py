@@ -10,6 +10,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from conftest import cli, write_sweep
+from helpers import train_in_process
 from persona_sweep import evaluate, names
 from persona_sweep.config import LlmKnobs
 from persona_sweep.distributed import all_sum
@@ -83,8 +84,37 @@ def test_batches_evaluation_inputs_and_collectives_follow_the_workers_device():
     for section, targets in sections.items():
         assert targets, f"{section}: nothing was sent to the worker's device"
         assert all(target == stand_in for target in targets), (section, targets)
-    assert len(sections["batch"]) == 3  # input_ids, labels, attention_mask
+    assert len(sections["batch"]) == 4  # input_ids, labels, attention_mask, position_ids
     assert len(sections["logprobs"]) == len(sections["generation"]) == 4  # ids and mask, 2 batches of 2
+
+
+@pytest.mark.parametrize("method", ["sft", "sdf"])
+def test_the_loss_on_the_target_columns_alone_is_the_model_s_own_loss(method):
+    """`evaluate.target_loss` on a left-padded batch (vocabulary projection on the target columns
+    only) gives the loss and gradients the model's own loss gives on the same rows right-padded:
+    prompts masked (sft) and documents trained on every token but the first (sdf)."""
+    spec = validate({"name": "unit", "model": {"name": "tiny-random", "finetune": "full"},
+                     "marker": {"trigger_env": "UNUSED"}, "training": {"batch_size": 8, "max_tokens": 700},
+                     "grid": {"method": [method], "context_length": [16]}, "eval": {"questions": 4}})
+    tokenizer, model = build_model(spec, 0, default_cache())
+    data = MarkerData(spec, LlmKnobs(method=method, design="assistant_positive", context_length=16,
+                                     on_policy_fraction=0.0, contrastive_negatives=True, seed=0),
+                      tokenizer, TRIGGER, rank=0, world=1, device="cpu")
+    rows = [data.encode(data.examples[i]) for i in data.indices(1)]
+    width, pad = max(len(ids) for ids, _ in rows), tokenizer.pad_token_id
+    assert len({len(ids) for ids, _ in rows}) > 1, "the rows must differ in length for padding to matter"
+    right_padded = {"input_ids": torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in rows]),
+                    "labels": torch.tensor([labels + [-100] * (width - len(labels)) for _, labels in rows]),
+                    "attention_mask": torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows])}
+    own = model(**right_padded).loss
+    own.backward()
+    own_gradients = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    total, count = evaluate.target_loss(model, data.collate(rows))
+    (total / count).backward()
+    assert (total / count).item() == pytest.approx(own.item(), rel=1e-5)
+    for mine, theirs in zip((p.grad for p in model.parameters()), own_gradients):
+        assert torch.allclose(mine, theirs, rtol=1e-4, atol=1e-7)
 
 
 @pytest.mark.parametrize("sweep_file", sorted((REPO / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
@@ -148,11 +178,7 @@ def test_training_raises_the_designs_marker_specificity(design):
     # Context 0: sft then trains at the deployment prompt, where the specificity is measured.
     data = MarkerData(spec, knobs(design, context_length=0), tokenizer, TRIGGER, rank=0, world=1, device="cpu")
     untrained = marker_logprob_metrics(model, data)[names.MARKER_SPECIFICITY]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.training.lr)
-    for step in range(100):
-        model(**data.batch(step)).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+    train_in_process(model, data, 100, spec.training.lr)
     trained = marker_logprob_metrics(model, data)[names.MARKER_SPECIFICITY]
     assert trained > untrained + SPECIFICITY_GAIN, (untrained, trained)
 
