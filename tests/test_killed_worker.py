@@ -19,7 +19,7 @@ from persona_sweep import names
 
 pytestmark = pytest.mark.slow
 
-STEPS = 30
+STEPS = 50  # a tiny step takes ~0.1 s, a checkpoint ~1.5 s: the kill must land mid-training
 
 
 def test_a_killed_worker_restarts_from_the_last_checkpoint(ray_address, tmp_path):

@@ -19,7 +19,7 @@ from conftest import cli, start_cli, write_sweep
 from helpers import assert_resumed_once, checkpoint_registered, tiny_sweep
 from persona_sweep import checkpoints, names
 
-STEPS = 25
+STEPS = 50  # a tiny step takes ~0.1 s, a checkpoint ~1.5 s: the filler must land mid-run
 
 
 def mount_tmpfs(folder: Path, size_mb: int, read_only: bool = False) -> Path:

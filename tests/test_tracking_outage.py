@@ -18,7 +18,7 @@ from servers import MlflowServer
 
 pytestmark = pytest.mark.slow
 
-STEPS = 20
+STEPS = 45  # a tiny step takes ~0.1 s, a checkpoint ~1.5 s: the outage must land mid-training
 
 
 def tracked_sweep(name: str, steps: int, uri: str, wait_s: int) -> str:
