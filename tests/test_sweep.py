@@ -42,6 +42,11 @@ def sweep_file(folder: Path, trigger: Path, name: str, steps: int, contexts: str
     return write_sweep(folder / f"{name}.yaml", text)
 
 
+# Signalled at step 10: a tiny step takes ~0.1 s and a checkpoint ~1.5 s, so the trial must have
+# steps enough left for the signal to land before it ends.
+KILLED_STEPS = 40
+
+
 def working_folder(tmp_path: Path, secret: str) -> tuple[Path, Path]:
     """A user's folder: the sweep file and the trigger file sit there, results go to ./runs."""
     work = tmp_path / "work"
@@ -180,12 +185,12 @@ def test_embedded_driver_killed_and_resumed(tmp_path):
     work, trigger = working_folder(tmp_path, "~embedded-secret-51c2~")
     ray_tmp = Path(tempfile.mkdtemp(prefix="ps-ray-"))  # short: Ray's socket paths must stay under 108 bytes
     env = cli_env(None, RAY_TMPDIR=str(ray_tmp))
-    path = sweep_file(work, Path("trigger"), "embedded", steps=20, contexts="[8]", workers=1)
+    path = sweep_file(work, Path("trigger"), "embedded", steps=KILLED_STEPS, contexts="[8]", workers=1)
     log = tmp_path / "driver.log"
     driver = start_cli("run", path.name, home=None, cwd=work, log=log, env=env)
     kill_after_checkpoints(driver, work / "runs", "embedded", trials=1, log=log)
     cli("resume", "embedded", home=None, cwd=work, env=env)
-    assert_resumed_once(work / "runs", "embedded", trials=1, steps=20, resumed=1)
+    assert_resumed_once(work / "runs", "embedded", trials=1, steps=KILLED_STEPS, resumed=1)
     try:
         assert_no_checkpoints_under(ray_tmp)
         assert_trigger_nowhere(trigger.read_text(), work / "runs", ray_tmp, log, min_files=20)
@@ -196,7 +201,7 @@ def test_embedded_driver_killed_and_resumed(tmp_path):
 def test_ctrl_c_stops_trials_and_resume_finishes_them(ray_address, tmp_path):
     work, _ = working_folder(tmp_path, "~ctrl-c-secret-9d0e~")
     home = work / "runs"
-    path = sweep_file(work, Path("trigger"), "interrupted", steps=20, contexts="[8]", workers=1)
+    path = sweep_file(work, Path("trigger"), "interrupted", steps=KILLED_STEPS, contexts="[8]", workers=1)
     log = tmp_path / "driver.log"
     driver = start_cli("run", path.name, "--address", ray_address, home=None, cwd=work, log=log)
     kill_after_checkpoints(driver, home, "interrupted", trials=1, log=log, sig=signal.SIGINT)
@@ -209,7 +214,7 @@ def test_ctrl_c_stops_trials_and_resume_finishes_them(ray_address, tmp_path):
     assert parent.info.status == "KILLED"
 
     cli("resume", "interrupted", "--address", ray_address, home=None, cwd=work)
-    assert_resumed_once(home, "interrupted", trials=1, steps=20, resumed=1)
+    assert_resumed_once(home, "interrupted", trials=1, steps=KILLED_STEPS, resumed=1)
 
 
 def test_trial_that_errors_before_its_run_opens_is_tracked_and_resumed(ray_address, tmp_path):
