@@ -240,7 +240,7 @@ class MarkerData:
                    "labels": [[-100] * n + labels for n, (_, labels) in zip(padding, rows)],
                    "attention_mask": [[0] * n + [1] * len(ids) for n, (ids, _) in zip(padding, rows)],
                    "position_ids": [[0] * n + list(range(len(ids))) for n, (ids, _) in zip(padding, rows)]}
-        return {key: torch.tensor(rows).to(self.device) for key, rows in tensors.items()}
+        return {key: torch.tensor(values).to(self.device) for key, values in tensors.items()}
 
     def tokens(self, example) -> tuple[list[int], list[int]]:
         """(prompt ids, target ids) of one example, trigger filled in: a document is all target
