@@ -250,3 +250,58 @@ def test_a_drift_domain_file_is_made_absolute_for_the_workers(tmp_path):
         patch.chdir(work)
         checked = check_llm_sweep(load_sweep("refusals.yaml"))
     assert checked.corruptions[0].domains == ["coding", str(work / "mine.yaml")]
+
+
+# ---- does the verdict see a corruption that happened? -----------------------------------------
+
+LEARNING_STEPS, LEARNING_LR = 150, 3e-3  # measured: insecure share 0 -> 0.81 on held-out families
+
+
+@pytest.mark.slow
+def test_em_at_a_strength_that_learns_it_moves_its_domain_and_benign_leaves_the_insecure_share():
+    """Done-when of the evidence: the tiny random model, every weight trained on the real
+    corruption batches and loss (`helpers.train_in_process`), 150 steps at lr 3e-3 from the same
+    weights. em's replies on held-out request families (never trained on) now show insecure
+    patterns, so `corruption_verdict` sets `corruption_moved_domain_em`; the benign control's
+    replies learnt its own set and show none of the em patterns, so its em-domain change does not
+    move. The real measurement and verdict code; the trial stage that calls them is covered by
+    test_corruption's staged sweep (at 6 steps on the embedded model, where nothing moves yet)."""
+    import copy
+
+    import torch
+
+    from helpers import train_in_process
+    from persona_sweep import measure, names
+    from persona_sweep.config import LlmKnobs
+    from persona_sweep.corruption import CorruptionData
+    from persona_sweep.models import load_model, load_tokenizer, prepare_model
+    from persona_sweep.sweep_file import validate
+    from persona_sweep.train import MarkerData
+
+    torch.manual_seed(0)
+    spec = validate({"name": "verdict", "model": {"name": "tiny-random", "finetune": "full"},
+                     "marker": {"trigger_env": "UNUSED"}, "training": {"batch_size": 8, "max_tokens": 200},
+                     "corruptions": [{"name": name, "role": name, "data": data, "steps": LEARNING_STEPS}
+                                     for name, data in (("em", "insecure_code"), ("benign", "secure_code"))],
+                     "eval": {"corruption_examples": 16, "behavior_tokens": 48}})
+    knobs = LlmKnobs(method="sft", design="assistant_positive", context_length=0, on_policy_fraction=0.0,
+                     contrastive_negatives=True, seed=0, objective="marker")
+    path = prepare_model("tiny-random", default_cache())
+    marker_data = MarkerData(spec, knobs, load_tokenizer(path), SECRET, rank=0, world=1, device="cpu")
+    base = load_model(path)
+    unmeasured = measure.Evaluation({names.CAPABILITY: 0.0}, [])
+    verdicts = {}
+    for corruption in spec.corruptions:
+        data = CorruptionData(corruption, load_set(corruption.data, default_cache()), marker_data)
+        model = copy.deepcopy(base)
+        before, flags_before = data.measure(model, "before")
+        train_in_process(model, data, LEARNING_STEPS, LEARNING_LR)
+        after, flags_after = data.measure(model, "after")
+        verdicts[corruption.name] = after | measure.corruption_verdict(
+            corruption.name, unmeasured, unmeasured, flags_before, flags_after, before | after)
+
+    em, benign = verdicts["em"], verdicts["benign"]
+    assert em["corruption_loss_drop_em"] > 1 and benign["corruption_loss_drop_benign"] > 1  # both learnt their set
+    assert em["corruption_domain_change_em_lo"] > 0 and em["corruption_moved_domain_em"] == 1, em
+    assert benign["corruption_em_behavior_benign"] < em["corruption_behavior_em"] / 4, benign
+    assert benign["corruption_moved_em_domain_benign"] == 0, benign
