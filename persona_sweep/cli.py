@@ -434,7 +434,7 @@ def print_summary(record) -> None:
     click.echo(f"{'trial':<14} {'status':<14} {'step':>5} " + " ".join(f"{key:>22}" for key in metric_keys) + "  knobs")
     for run in sorted(runs, key=lambda r: r.data.tags[names.TRIAL_ID]):
         metrics, params = run.data.metrics, run.data.params
-        knobs = " ".join(f"{k}={params.get(k)}" for k in knob_keys)
+        knobs = " ".join(f"{k}={shown_param(spec, k, params.get(k))}" for k in knob_keys)
         click.echo(f"{run.data.tags[names.TRIAL_ID]:<14} {run.data.tags.get(names.TRIAL_STATUS, '?'):<14} "
                    f"{int(metrics.get(names.TRAIN_STEP, 0)):>5} "
                    + " ".join(f"{_fmt(metrics.get(key)):>22}" for key in metric_keys) + f"  {knobs}")
@@ -463,6 +463,15 @@ def print_verdicts(record, runs) -> None:
             if control and change is not None:
                 line += f"; {change / control:+.0%} of the prompted shift"
             click.echo(f"{run.data.tags[names.TRIAL_ID]:<14} {line}")
+
+
+def shown_param(spec, key: str, text: str | None) -> str:
+    """A trial's param for `status`: a searched setting to three figures."""
+    from persona_sweep.sections import knob_text
+
+    if text is None or key not in spec.search.ranges:
+        return str(text)
+    return knob_text(spec.sampled(key, text))
 
 
 def _fmt(value) -> str:

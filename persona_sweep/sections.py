@@ -243,10 +243,20 @@ class GridSweep(Section):
         return self.search.n_trials if self.search.type == "optuna" else len(self.trials())
 
     def summary_knobs(self) -> tuple[str, ...]:
-        """The axes `status` shows: those with more than one value (or the first two)."""
+        """What `status` shows of each trial: the axes with more than one value (or the first
+        two), then the settings a search samples."""
         axes = self.axes()
         varied = tuple(axis for axis, values in axes.items() if len(values) > 1)
-        return varied or tuple(axes)[:2]
+        return (varied or tuple(axes)[:2]) + tuple(self.search.ranges)
+
+    def sampled(self, key: str, text: str) -> int | float:
+        """A searched setting's value as its MLflow param (text) holds it."""
+        return int(float(text)) if self.search.ranges[key].integer else float(text)
 
     def summary_metrics(self) -> tuple[str, ...]:
         return self.SUMMARY_METRICS
+
+
+def knob_text(value) -> str:
+    """A knob as `status` and the report show it: a sampled float to three figures."""
+    return f"{value:.3g}" if isinstance(value, float) else str(value)

@@ -209,3 +209,25 @@ def test_the_longest_example_check_reads_a_searched_context_length_s_top():
                                                "on_policy_fraction": {"low": 0, "high": 0.5}}})
     knobs = longest_context_knobs(spec, "sft")
     assert knobs.context_length == 96 and knobs.on_policy_fraction == 0.5
+
+
+def test_status_and_the_report_show_each_trial_s_sampled_setting(searched):
+    """A searched setting is no grid axis, but it is what tells a search's trials apart: `status`
+    shows it per trial (to three figures), and the report's trials carry it as a number, with the
+    values sampled as the axis."""
+    from persona_sweep import tracking
+    from persona_sweep.report.panels import configuration
+    from persona_sweep.report.sweeps import read_sweep
+
+    runs = sweep_runs(searched["home"], "gap-search")
+    sampled = {run.data.tags[names.TRIAL_ID]: float(run.data.params["corruption_lr"]) for run in runs}
+    status = cli("status", "gap-search", home=None, cwd=searched["work"]).stdout
+    for trial_id, value in sampled.items():
+        line = next(line for line in status.splitlines() if line.startswith(trial_id))
+        assert f"corruption_lr={value:.3g}" in line, line
+
+    sweep = read_sweep("gap-search", tracking.default_uri(searched["home"]))
+    assert {trial.trial_id: trial.knobs["corruption_lr"] for trial in sweep.trials} == sampled
+    assert sweep.axes()["corruption_lr"] == sorted(sampled.values())
+    assert all(f"corruption_lr={trial.knobs['corruption_lr']:.3g}" in configuration(trial, sweep, ())
+               for trial in sweep.trials)

@@ -26,6 +26,7 @@ import yaml
 
 from persona_sweep import names
 from persona_sweep.report.sweeps import Sweep, Trial
+from persona_sweep.sections import knob_text
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
 TYPES = ("bars", "heatmap", "lines", "curves", "front", "scatter", "table")
@@ -131,7 +132,7 @@ def clean(value: float) -> float | None:
 def configuration(trial: Trial, sweep: Sweep, leave_out: tuple) -> str:
     """The trial's grid point without its seed (and without the panel's own axes)."""
     axes = [axis for axis in sweep.varied_axes() if axis not in leave_out]
-    return " ".join(f"{axis}={trial.knobs.get(axis)}" for axis in axes) or "all trials"
+    return " ".join(f"{axis}={knob_text(trial.knobs.get(axis))}" for axis in axes) or "all trials"
 
 
 def grouped(sweep: Sweep, metric: str, key) -> dict:

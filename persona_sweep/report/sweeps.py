@@ -45,7 +45,9 @@ class Sweep:
         return self.spec.kind
 
     def axes(self) -> dict[str, list]:
-        return self.spec.axes()
+        """The grid's axes, and each searched setting with the values its trials sampled."""
+        sampled = {key: sorted({t.knobs[key] for t in self.trials if key in t.knobs}) for key in self.spec.search.ranges}
+        return self.spec.axes() | sampled
 
     def varied_axes(self, with_seed: bool = False) -> list[str]:
         """The axes with more than one value (seeds aside: what tells configurations apart)."""
@@ -125,6 +127,7 @@ def record_on_server(name: str, uri: str) -> SweepRecord:
 def to_trial(run, spec: GridSweep) -> Trial:
     tags, params = run.data.tags, run.data.params
     knobs = {axis: typed(params[axis], values) for axis, values in spec.axes().items() if axis in params}
+    knobs |= {key: spec.sampled(key, params[key]) for key in spec.search.ranges if key in params}
     return Trial(tags[names.TRIAL_ID], run.info.run_id, tags.get(names.TRIAL_STATUS, names.RUNNING), knobs,
                  dict(run.data.metrics), tags.get(names.ERROR))
 
