@@ -258,5 +258,8 @@ class GridSweep(Section):
 
 
 def knob_text(value) -> str:
-    """A knob as `status` and the report show it: a sampled float to three figures."""
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
+    """A knob as `status` and the report show it: a float with more than three figures (a
+    sampled one) to three; every other value as the sweep file wrote it."""
+    if isinstance(value, float) and float(f"{value:.3g}") != value:
+        return f"{value:.3g}"
+    return str(value)

@@ -224,3 +224,10 @@ def test_a_new_grid_axis_is_one_line():
     assert knobs(**spec.trials()[1]).marker_knobs()["objective"] == "kl"  # it shapes the marker stage
     assert knobs().objective == "sft_loss"  # knobs recorded before the axis existed read its default
     assert spec.marker_stage_count() == 4
+
+
+def test_a_knob_shows_as_written_and_a_sampled_float_to_three_figures():
+    from persona_sweep.sections import knob_text
+
+    assert [knob_text(value) for value in (0.0, 0.0003, 3e-05, 16, "sft")] == ["0.0", "0.0003", "3e-05", "16", "sft"]
+    assert knob_text(0.000123456) == "0.000123" and knob_text(2.71828) == "2.72"
