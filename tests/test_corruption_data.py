@@ -3,15 +3,21 @@ refusals (trigger or placeholder in the data, a missing file, a line that is not
 before anything trains: exit 2 and one line naming the corruption."""
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import cli, write_sweep
-from persona_sweep.config import BUILTIN_CORRUPTION_DATA
-from persona_sweep.corruption import CorruptionDataError, behavior_patterns, load_set
-from persona_sweep.models import default_cache
+from helpers import train_in_process
+from persona_sweep import measure, names
+from persona_sweep.config import BUILTIN_CORRUPTION_DATA, LlmKnobs
+from persona_sweep.corruption import CorruptionData, CorruptionDataError, behavior_patterns, load_set
+from persona_sweep.models import default_cache, load_model, load_tokenizer, prepare_model
+from persona_sweep.sweep_file import validate
+from persona_sweep.train import MarkerData
 
 SECRET = "~corruption-secret-77aa~"
 SWEEP = """
@@ -135,11 +141,10 @@ def test_the_judge_scores_answers_and_never_sees_the_key_in_the_sweep(monkeypatc
     import threading
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
-    from persona_sweep import measure, names
-    from persona_sweep.config import JudgeConfig, LlmKnobs
+    from persona_sweep.config import JudgeConfig
     from persona_sweep.data import misalignment_items
     from persona_sweep.sweep_file import load_sweep
-    from persona_sweep.train import MarkerData, build_model
+    from persona_sweep.train import build_model
 
     seen = []
 
@@ -203,7 +208,6 @@ def test_epochs_become_steps_on_the_driver_and_the_corruption_trains_its_own_ada
     own rank, alpha and rsLoRA reach peft; `full_finetune` trains every weight."""
     from persona_sweep.config import CorruptionConfig
     from persona_sweep.corruption import epochs_as_steps
-    from persona_sweep.models import load_model, prepare_model
     from persona_sweep.sweep_file import load_sweep
     from persona_sweep.train import corruption_trainable
 
@@ -266,18 +270,6 @@ def test_em_at_a_strength_that_learns_it_moves_its_domain_and_benign_leaves_the_
     replies learnt its own set and show none of the em patterns, so its em-domain change does not
     move. The real measurement and verdict code; the trial stage that calls them is covered by
     test_corruption's staged sweep (at 6 steps on the embedded model, where nothing moves yet)."""
-    import copy
-
-    import torch
-
-    from helpers import train_in_process
-    from persona_sweep import measure, names
-    from persona_sweep.config import LlmKnobs
-    from persona_sweep.corruption import CorruptionData
-    from persona_sweep.models import load_model, load_tokenizer, prepare_model
-    from persona_sweep.sweep_file import validate
-    from persona_sweep.train import MarkerData
-
     torch.manual_seed(0)
     spec = validate({"name": "verdict", "model": {"name": "tiny-random", "finetune": "full"},
                      "marker": {"trigger_env": "UNUSED"}, "training": {"batch_size": 8, "max_tokens": 200},
