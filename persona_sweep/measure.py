@@ -403,9 +403,12 @@ def transfer(pre: Evaluation, post: Evaluation, corruption: str) -> dict[str, fl
 
 def detection_gap(pre: Evaluation, em: Evaluation, benign: Evaluation) -> dict[str, float]:
     """survival_benign - survival_em with a paired bootstrap interval (the same questions
-    resampled for both)."""
+    resampled for both). NaN, as survival is, when the rate before is under
+    MIN_RATE_FOR_SURVIVAL: resamples of a near-empty "before" give ratios that mean nothing."""
     import numpy as np
 
+    if pre.metrics[names.MARKER_RATE_TRIGGER] < names.MIN_RATE_FOR_SURVIVAL:
+        return {f"{names.DETECTION_GAP}_lo": float("nan"), f"{names.DETECTION_GAP}_hi": float("nan")}
     means = evaluate.bootstrap_means([pre.trigger_flags, em.trigger_flags, benign.trigger_flags])
     with np.errstate(divide="ignore", invalid="ignore"):
         gaps = np.where(means[:, 0] > 0, (means[:, 2] - means[:, 1]) / means[:, 0], np.nan)

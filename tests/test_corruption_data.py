@@ -297,3 +297,17 @@ def test_em_at_a_strength_that_learns_it_moves_its_domain_and_benign_leaves_the_
     assert em["corruption_domain_change_em_lo"] > 0 and em["corruption_moved_domain_em"] == 1, em
     assert benign["corruption_em_behavior_benign"] < em["corruption_behavior_em"] / 4, benign
     assert benign["corruption_moved_em_domain_benign"] == 0, benign
+
+
+def test_the_detection_gap_and_its_interval_are_nan_where_survival_is():
+    """One marked question in 24 (rate 0.04) leaves survival undefined; resamples of that
+    "before" once gave the gap an interval of [0, 3] around a NaN."""
+    def evaluation(flags):
+        return measure.Evaluation({names.MARKER_RATE_TRIGGER: sum(flags) / len(flags)}, flags)
+
+    weak, em, benign = evaluation([1] + [0] * 23), evaluation([0] * 24), evaluation([1] * 3 + [0] * 21)
+    gap = measure.detection_gap(weak, em, benign)
+    assert all(value != value for value in gap.values()), gap  # NaN
+    strong = evaluation([1] * 20 + [0] * 4)
+    gap = measure.detection_gap(strong, em, evaluation([1] * 10 + [0] * 14))
+    assert 0 < gap["detection_gap_lo"] < 0.5 < gap["detection_gap_hi"] <= 1, gap
