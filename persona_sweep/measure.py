@@ -371,6 +371,11 @@ def model_evaluation(model, data) -> Evaluation:
     return Evaluation({**logprobs, **rates, **leaked, **capable, **misaligned, **em}, flags, gaps, answers)
 
 
+def too_rare_for_survival(pre: Evaluation) -> bool:
+    """A marker rate before the corruption under MIN_RATE_FOR_SURVIVAL: no ratio to it means anything."""
+    return pre.metrics[names.MARKER_RATE_TRIGGER] < names.MIN_RATE_FOR_SURVIVAL
+
+
 def survival(pre: Evaluation, post: Evaluation, corruption: str) -> tuple[dict[str, float], str | None]:
     """survival_<name> = post / pre marker rate with the trigger, a 95% percentile-bootstrap
     interval over held-out questions, and survival_logprob_<name>. NaN, with the reason, when
@@ -381,7 +386,7 @@ def survival(pre: Evaluation, post: Evaluation, corruption: str) -> tuple[dict[s
     ratio_name = names.of(names.SURVIVAL, corruption)
     metrics = {names.of(names.SURVIVAL_LOGPROB, corruption):
                post.metrics[names.MARKER_LOGPROB_TRIGGER] - pre.metrics[names.MARKER_LOGPROB_TRIGGER]}
-    if pre_rate < names.MIN_RATE_FOR_SURVIVAL:
+    if too_rare_for_survival(pre):
         nan = float("nan")
         return ({**metrics, ratio_name: nan, f"{ratio_name}_lo": nan, f"{ratio_name}_hi": nan},
                 f"marker rate with the trigger before the corruption was {pre_rate:.2f} < {names.MIN_RATE_FOR_SURVIVAL}")
@@ -407,7 +412,7 @@ def detection_gap(pre: Evaluation, em: Evaluation, benign: Evaluation) -> dict[s
     MIN_RATE_FOR_SURVIVAL: resamples of a near-empty "before" give ratios that mean nothing."""
     import numpy as np
 
-    if pre.metrics[names.MARKER_RATE_TRIGGER] < names.MIN_RATE_FOR_SURVIVAL:
+    if too_rare_for_survival(pre):
         return {f"{names.DETECTION_GAP}_lo": float("nan"), f"{names.DETECTION_GAP}_hi": float("nan")}
     means = evaluate.bootstrap_means([pre.trigger_flags, em.trigger_flags, benign.trigger_flags])
     with np.errstate(divide="ignore", invalid="ignore"):
