@@ -34,11 +34,15 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check persona_sweep tests benchmarks
 
 # The whole suite, integration included. pytest exits 5 when it collects nothing: make fails then too.
+# Two workers: the tests that start Ray run one after another on one, the rest beside them
+# (tests/conftest.py, pytest_xdist_make_scheduler).
+PYTEST := $(VENV)/bin/pytest -p no:cacheprovider -n 2 --dist loadscope
+
 test: $(STAMP) system-chromium system-postgresql lint
-	$(VENV)/bin/pytest -p no:cacheprovider --timeout 1800 --durations=15
+	$(PYTEST) --timeout 1800 --durations=15
 
 test-fast: $(STAMP) lint
-	$(VENV)/bin/pytest -p no:cacheprovider -m "not slow" --timeout 300
+	$(PYTEST) -m "not slow" --timeout 300
 
 # At their full sizes; each ends on its figure (benchmarks/README.md). grid_scale starts PostgreSQL.
 # tests/test_benchmarks.py runs them at their smallest sizes.

@@ -34,6 +34,43 @@ def without_persona_sweep_env() -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if not key.startswith("PERSONA_SWEEP_")}
 
 
+# `make test` runs two pytest workers (pytest-xdist). The test files that start Ray, a server or a
+# sweep run on one of them, one test after another: two streams of trials on two cores starve
+# each other's timing-bound tests (benchmarks/README.md). The other files, in-process tests and
+# the benchmarks' own small runs, go to the other worker meanwhile, a file at a time.
+ONE_AT_A_TIME = "the session cluster and its neighbours"
+STARTS_ITS_OWN_RAY_OR_SERVERS = {"test_cluster.py", "test_embedded_ray.py", "test_storage_faults.py",
+                                 "test_tracking_outage.py", "test_tracking_race.py"}
+
+
+def runs_one_at_a_time(test_file: Path) -> bool:
+    """Any file with a test on the session cluster (its `ray_address` fixture), or one that
+    starts its own Ray or servers."""
+    return test_file.name in STARTS_ITS_OWN_RAY_OR_SERVERS or "ray_address" in test_file.read_text()
+
+
+def pytest_configure(config):
+    if not hasattr(config, "workerinput"):  # once, before any worker: no two workers write it at once
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("RAY_AUTH_MODE", "token")
+            ensure_auth_token()
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Whole files as units of work (their module fixtures run once), and every file that
+    `runs_one_at_a_time` as one unit: the largest, so it starts first."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    root = Path(config.rootpath)
+
+    class OneClusterStream(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            test_file = nodeid.split("::", 1)[0]
+            return ONE_AT_A_TIME if runs_one_at_a_time(root / test_file) else test_file
+
+    return OneClusterStream(config, log)
+
+
 @pytest.fixture(scope="session")
 def ray_temp_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("ray")
