@@ -5,7 +5,6 @@ as a subprocess against it (`--address`), exactly as a user would drive a cluste
 """
 from __future__ import annotations
 
-import functools
 import os
 import secrets
 import signal
@@ -35,27 +34,19 @@ def without_persona_sweep_env() -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if not key.startswith("PERSONA_SWEEP_")}
 
 
-# `make test` runs two pytest workers (pytest-xdist), each test file in one of three streams:
-# - TIMING_BOUND, one file after another on the first worker, with the session cluster's 2 CPUs:
-#   files that kill, stop or cut off a running sweep, start Ray or servers of their own, or run
-#   two-worker trials;
-# - SWEEPS, on the second worker, with a session cluster of its own of 1 CPU: files that run a
-#   sweep to its end and read the result;
-# - the rest (in-process), a file at a time on whichever worker is free.
-# Two full streams of trials on two cores starved the timing-bound tests (benchmarks/README.md):
-# here the second worker's trials take one core at most.
-TIMING_BOUND, SWEEPS = "timing-bound", "sweeps"
-TIMING_BOUND_FILES = {"test_cluster.py", "test_corruption.py", "test_drift.py", "test_embedded_ray.py",
-                      "test_killed_worker.py", "test_progress_bar.py", "test_storage_faults.py", "test_sweep.py",
-                      "test_tracking_outage.py", "test_tracking_race.py"}
-STREAMS = (TIMING_BOUND, SWEEPS, None)
+# `make test` runs two pytest workers (pytest-xdist). The test files that start Ray, a server or a
+# sweep run on one of them, one test after another: two streams of trials on two cores starve
+# each other's timing-bound tests (benchmarks/README.md). The other files, in-process tests and
+# the benchmarks' own small runs, go to the other worker meanwhile, a file at a time.
+ONE_AT_A_TIME = "the session cluster and its neighbours"
+STARTS_ITS_OWN_RAY_OR_SERVERS = {"test_cluster.py", "test_embedded_ray.py", "test_storage_faults.py",
+                                 "test_tracking_outage.py", "test_tracking_race.py"}
 
 
-@functools.cache
-def stream_of(test_file: Path) -> str | None:
-    if test_file.name in TIMING_BOUND_FILES:
-        return TIMING_BOUND
-    return SWEEPS if "ray_address" in test_file.read_text() else None
+def runs_one_at_a_time(test_file: Path) -> bool:
+    """Any file with a test on the session cluster (its `ray_address` fixture), or one that
+    starts its own Ray or servers."""
+    return test_file.name in STARTS_ITS_OWN_RAY_OR_SERVERS or "ray_address" in test_file.read_text()
 
 
 def pytest_configure(config):
@@ -65,40 +56,19 @@ def pytest_configure(config):
             ensure_auth_token()
 
 
-def pytest_collection_modifyitems(items):
-    """The timing-bound files first, then the sweeps (each file's order kept): the scheduler
-    hands out units in this order, so the first worker takes the first and the second the next."""
-    items.sort(key=lambda item: STREAMS.index(stream_of(item.path)))
-
-
 def pytest_xdist_make_scheduler(config, log):
-    """Each stream one unit of work, every other file one unit (its module fixtures run once)."""
+    """Whole files as units of work (their module fixtures run once), and every file that
+    `runs_one_at_a_time` as one unit: the largest, so it starts first."""
     from xdist.scheduler import LoadScopeScheduling
 
     root = Path(config.rootpath)
-    config.option.loadscopereorder = False  # the collection's order: pytest_collection_modifyitems
 
-    class Streams(LoadScopeScheduling):
+    class OneClusterStream(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             test_file = nodeid.split("::", 1)[0]
-            return stream_of(root / test_file) or test_file
+            return ONE_AT_A_TIME if runs_one_at_a_time(root / test_file) else test_file
 
-    return Streams(config, log)
-
-
-SETTING_UP = {}  # the stream of the test being set up: the session cluster's size depends on it
-
-
-@pytest.hookimpl(tryfirst=True)  # before its fixtures
-def pytest_runtest_setup(item):
-    SETTING_UP["stream"] = stream_of(item.path)
-
-
-def session_cluster_cpus(config) -> int:
-    """2; 1 where a second worker starts it for the sweeps, beside the timing-bound stream. Each
-    worker starts with one of the two streams (the first two units), so none runs both."""
-    beside = hasattr(config, "workerinput") and SETTING_UP.get("stream") == SWEEPS
-    return 1 if beside else 2
+    return OneClusterStream(config, log)
 
 
 @pytest.fixture(scope="session")
@@ -107,16 +77,20 @@ def ray_temp_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def ray_address(ray_temp_dir, pytestconfig):
+def ray_address(ray_temp_dir):
     temp_dir = ray_temp_dir
     port = free_port()
     env = {**without_persona_sweep_env(), "RAY_AUTH_MODE": "token"}
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RAY_AUTH_MODE", "token")
         ensure_auth_token()
+    # Free ports, not Ray's defaults (dashboard 8265, its agent 52365, Ray Client 10001): a Ray
+    # that a test on the other worker starts beside this one must not find them taken.
     subprocess.run([str(BIN / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
-                    "--num-cpus", str(session_cluster_cpus(pytestconfig)), "--dashboard-host", "127.0.0.1",
-                    "--temp-dir", str(temp_dir), "--disable-usage-stats"], env=env, check=True, capture_output=True, timeout=120)
+                    "--num-cpus", "2", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(free_port()),
+                    "--dashboard-agent-listen-port", str(free_port()), "--ray-client-server-port", str(free_port()),
+                    "--temp-dir", str(temp_dir), "--disable-usage-stats"],
+                   env=env, check=True, capture_output=True, timeout=120)
     yield f"127.0.0.1:{port}"
     # End exactly this cluster, agents included (`ray stop` would end every Ray on the machine).
     embedded_ray.sweep(secrets.token_hex(16), {str(path) for path in temp_dir.glob("session_2*")})
