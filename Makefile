@@ -33,16 +33,15 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/ruff check persona_sweep tests benchmarks
 
-# The whole suite, integration included. pytest exits 5 when it collects nothing: make fails then too.
-# Two workers: the tests that start Ray run one after another on one, the rest beside them
-# (tests/conftest.py, pytest_xdist_make_scheduler).
-PYTEST := $(VENV)/bin/pytest -p no:cacheprovider -n 2 --dist loadscope
-
+# The whole suite, integration included, in one process (two workers measured no clear gain on
+# two cores: benchmarks/README.md). pytest exits 5 when it collects nothing: make fails then too.
 test: $(STAMP) system-chromium system-postgresql lint
-	$(PYTEST) --timeout 1800 --durations=15
+	$(VENV)/bin/pytest -p no:cacheprovider --timeout 1800 --durations=15
 
+# Two workers: the files that use Ray one after another on one, the rest beside them
+# (tests/conftest.py, pytest_xdist_make_scheduler).
 test-fast: $(STAMP) lint
-	$(PYTEST) -m "not slow" --timeout 300
+	$(VENV)/bin/pytest -p no:cacheprovider -n 2 -m "not slow" --timeout 300
 
 # At their full sizes; each ends on its figure (benchmarks/README.md). grid_scale starts PostgreSQL.
 # tests/test_benchmarks.py runs them at their smallest sizes.

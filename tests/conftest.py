@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,9 +36,9 @@ def without_persona_sweep_env() -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if not key.startswith("PERSONA_SWEEP_")}
 
 
-# `make test` runs two pytest workers (pytest-xdist). The test files that start Ray, a server or a
-# sweep run on one of them, one test after another: two streams of trials on two cores starve
-# each other's timing-bound tests (benchmarks/README.md). The other files, in-process tests and
+# With two pytest workers (`pytest -n 2`, as `make test-fast` runs), the test files that start
+# Ray, a server or a sweep run on one of them, one test after another: two streams of trials on
+# two cores cost more than they save (benchmarks/README.md). The other files, in-process tests and
 # the benchmarks' own small runs, go to the other worker meanwhile, a file at a time.
 ONE_AT_A_TIME = "the session cluster and its neighbours"
 STARTS_ITS_OWN_RAY_OR_SERVERS = {"test_cluster.py", "test_embedded_ray.py", "test_storage_faults.py",
@@ -72,8 +74,12 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 @pytest.fixture(scope="session")
-def ray_temp_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("ray")
+def ray_temp_dir() -> Path:
+    """Short, outside pytest's temp folders (a worker's adds `popen-gw0/`): Ray's socket paths
+    under it must fit AF_UNIX's 107 bytes, or the dashboard's modules fail to start."""
+    path = Path(tempfile.mkdtemp(prefix="ps-ray-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -85,7 +91,7 @@ def ray_address(ray_temp_dir):
         patch.setenv("RAY_AUTH_MODE", "token")
         ensure_auth_token()
     # Free ports, not Ray's defaults (dashboard 8265, its agent 52365, Ray Client 10001): a Ray
-    # that a test on the other worker starts beside this one must not find them taken.
+    # that a test on the other worker starts meanwhile must not find them taken.
     subprocess.run([str(BIN / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
                     "--num-cpus", "2", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(free_port()),
                     "--dashboard-agent-listen-port", str(free_port()), "--ray-client-server-port", str(free_port()),
