@@ -86,10 +86,7 @@ def ray_temp_dir() -> Path:
 def ray_address(ray_temp_dir):
     temp_dir = ray_temp_dir
     port = free_port()
-    env = {**without_persona_sweep_env(), "RAY_AUTH_MODE": "token"}
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("RAY_AUTH_MODE", "token")
-        ensure_auth_token()
+    env = {**without_persona_sweep_env(), "RAY_AUTH_MODE": "token"}  # its token: pytest_configure
     # Free ports, not Ray's defaults (dashboard 8265, its agent 52365, Ray Client 10001): a Ray
     # that a test on the other worker starts meanwhile must not find them taken.
     subprocess.run([str(BIN / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
