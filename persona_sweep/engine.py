@@ -83,6 +83,7 @@ def start(spec: GridSweep, address: str | None, announce=print):
     max_concurrent = concurrency(spec)
     check_shared(paths)
     kinds.of(spec).check_on_cluster(spec, paths.cache)
+    tracking.seed_sqlite_store(where, Path(paths.cache))
     record = create_record(spec, paths, where)
     announce(f"sweep '{spec.name}': {spec.trial_count()} trials, home {paths.home}")
     try:
