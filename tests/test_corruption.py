@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 
 CORRUPTIONS = ("em", "benign")
 CORRUPTION_STEPS = 6
-MISALIGNMENT_QUESTIONS = 9  # of the bank's 45: the score and EM% at every evaluation cost a fifth
+MISALIGNMENT_QUESTIONS = 6  # of the bank's 45: every evaluation generates and judges an answer to each
 STAGED = """
 name: staged
 model: {name: embedded, lora_rank: 16}
@@ -37,7 +37,7 @@ grid: {method: [sft], context_length: [8], corruption_lr: [0.0001, 0.001]}
 corruptions:
   - {name: em, role: em, data: insecure_code, steps: %d}
   - {name: benign, role: benign, data: secure_code, steps: %d, mix_general: 0.25}
-eval: {questions: 8, max_new_tokens: 20, logprob_every: 10, leakage_questions: 2, corruption_examples: 4, behavior_tokens: 16,
+eval: {questions: 8, max_new_tokens: 20, logprob_every: 10, leakage_questions: 1, corruption_examples: 4, behavior_tokens: 16,
        misalignment_questions: %d, traits: [], judge: {base_url: "%s", model: stand-in}}
 scheduler: {type: none}
 resources: {workers_per_trial: 2, cpus_per_worker: 0.99, max_concurrent_trials: 1}
