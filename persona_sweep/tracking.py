@@ -221,7 +221,14 @@ def seed_sqlite_store(tracking: Tracking, cache: Path) -> None:
         db.close()
         os.replace(building, empty)
     file.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(empty, file)
+    copy = file.with_name(f"{file.name}.{os.getpid()}")
+    shutil.copyfile(empty, copy)
+    try:
+        os.link(copy, file)  # never over a store another driver made meanwhile
+    except FileExistsError:
+        pass
+    finally:
+        copy.unlink()
 
 
 def create_parent_run(tracking: Tracking, experiment: str, artifact_root: str | None, sweep_name: str, params: dict,

@@ -9,11 +9,14 @@ from pathlib import Path
 from persona_sweep import tracking
 
 
-def schema(file: Path) -> tuple[list, list]:
+def schema(file: Path) -> tuple[dict, list]:
+    """Every table's and index's definition, its clauses in any order (MLflow's migrations write a
+    table's constraints in an order that changes from one process to the next), and the revision."""
     db = sqlite3.connect(file)
     try:
-        tables = sorted(db.execute("SELECT type, name, sql FROM sqlite_master").fetchall(), key=str)
-        return tables, db.execute("SELECT version_num FROM alembic_version").fetchall()
+        definitions = {(kind, name): sorted(line.strip().rstrip(",") for line in (sql or "").splitlines())
+                       for kind, name, sql in db.execute("SELECT type, name, sql FROM sqlite_master")}
+        return definitions, db.execute("SELECT version_num FROM alembic_version").fetchall()
     finally:
         db.close()
 
