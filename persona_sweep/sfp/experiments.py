@@ -367,17 +367,27 @@ def persona_engineering_trial(params: dict, report: Callable[[dict], None] | Non
     em_robustness (1 - rise of the marker mass on the task that was not fine-tuned), the masses
     behind them, em_generalization (rise on the other task / rise on the fine-tuned task), the
     pretrained loss against the Bayes-optimal loss, the steering metrics of `reversal_steering`
-    at each of `steer_scales`, and runtime_s."""
+    at each of `steer_scales`, and runtime_s. It runs on `torch_threads` threads and gives the
+    caller's thread count back (a test session or a notebook keeps its own)."""
     import torch
-
-    from persona_sweep.sfp.model import build_model, evaluate_loss, train
 
     unknown = sorted(set(params) - set(PERSONA_TRIAL_DEFAULTS))
     if unknown:
         raise ValueError(f"unknown persona-engineering parameters {unknown}; known: {sorted(PERSONA_TRIAL_DEFAULTS)}")
     knobs = PERSONA_TRIAL_DEFAULTS | params
-    started = time.perf_counter()
+    callers = torch.get_num_threads()
     torch.set_num_threads(int(knobs["torch_threads"]))
+    try:
+        return persona_engineering_metrics(knobs, report)
+    finally:
+        torch.set_num_threads(callers)
+
+
+def persona_engineering_metrics(knobs: dict, report: Callable[[dict], None] | None) -> dict:
+    """`persona_engineering_trial`'s work, on the threads it set."""
+    from persona_sweep.sfp.model import build_model, evaluate_loss, train
+
+    started = time.perf_counter()
     world = P.persona_world(int(knobs["n_personas"]), int(knobs["persona_dim"]), float(knobs["mixing"]),
                             float(knobs["noise"]), float(knobs["misaligned_prior"]))
     seed = int(knobs["seed"])

@@ -87,9 +87,13 @@ def test_em_analog_generalizes_and_reversal_reports_both_methods(cache):
 
 
 def test_persona_engineering_trial_reports_steps_and_metrics():
+    import torch
+
     reports = []
-    metrics = persona_engineering_trial({"pretrain_steps": 60, "finetune_steps": 10, "batch_size": 64, "mixing": 0.05},
-                                        report=reports.append)
+    torch.set_num_threads(2)
+    metrics = persona_engineering_trial({"pretrain_steps": 60, "finetune_steps": 10, "batch_size": 64, "mixing": 0.05,
+                                         "torch_threads": 1}, report=reports.append)
+    assert torch.get_num_threads() == 2  # the caller's threads back, not the trial's one
     steps = [r["train_step"] for r in reports]
     assert steps == sorted(steps) and steps[-1] == 70 and steps[0] == 50
     assert any("finetune_loss" in r for r in reports)
