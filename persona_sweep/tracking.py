@@ -210,7 +210,7 @@ def seed_sqlite_store(tracking: Tracking, cache: Path) -> None:
     file = sqlite_file(tracking.uri)
     if file is None or file.exists():
         return
-    empty = Path(cache) / "mlflow" / f"empty-store-{_version('mlflow')}.db"
+    empty = cache / "mlflow" / f"empty-store-{_version('mlflow')}.db"
     if not empty.exists():
         empty.parent.mkdir(parents=True, exist_ok=True)
         building = empty.with_name(f"{empty.name}.{os.getpid()}")  # two drivers may build it at once
