@@ -134,13 +134,25 @@ def remove_lost_placement_group(path: Path) -> None:
         remove_placement_group(group)
 
 
-PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
-POLL_INTERVAL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
-# Ray Train's controller takes a report off a worker's one-slot queue when it polls the workers,
-# every 2 s by default, and a worker's next report waits for that. A tiny model's 40-step trial
-# reporting every 5 steps spent 12 of its 37 s waiting so (benchmarks/README.md); a poll is one
-# small remote call per worker.
-POLL_INTERVAL_S = "0.25"
+# Ray Train settings a trial's `TorchTrainer` passes on to its controller and workers (Ray Train
+# propagates these variables from the process that calls `fit`: `ray_train_settings`).
+RAY_TRAIN_SETTINGS = {
+    # Its preemption watcher (one more actor process per trial, polling for draining nodes) only
+    # feeds `ray.train.get_preemption_info`, which trials never read: a lost node's trial
+    # continues from its checkpoint either way.
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+    # The controller takes a report off a worker's one-slot queue when it polls the workers, every
+    # 2 s by default, and the worker's next report waits for that. A tiny model's 40-step trial
+    # reporting every 5 steps spent 12 of its 37 s waiting (benchmarks/README.md); a poll is one
+    # small remote call per worker.
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25",
+}
+
+
+def ray_train_settings() -> None:
+    """`RAY_TRAIN_SETTINGS` into this process's environment, where a cluster's own value wins."""
+    for variable, value in RAY_TRAIN_SETTINGS.items():
+        os.environ.setdefault(variable, value)
 
 
 def run_llm_trial(trial: TrialConfig) -> None:
@@ -150,11 +162,7 @@ def run_llm_trial(trial: TrialConfig) -> None:
 
     spec = trial.spec
     gpus = spec.resources.gpus_per_worker
-    # Ray Train's preemption watcher (one more actor process per trial, polling for draining
-    # nodes) only feeds `ray.train.get_preemption_info`, which trials never read: a lost node's
-    # trial continues from its checkpoint either way. Ray Train passes this on to its controller.
-    os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
-    os.environ.setdefault(POLL_INTERVAL_ENV, POLL_INTERVAL_S)  # passed on to the controller, as the one above
+    ray_train_settings()
     remove_lost_placement_group(trial.paths.placement_group_file(trial.trial_id))
     trainer = TorchTrainer(
         trial_worker,

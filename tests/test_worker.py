@@ -243,3 +243,21 @@ def test_lora_checkpoint_holds_only_trainable_state_and_optimizer(single_process
     restored = fresh.module.state_dict()
     assert all(torch.equal(restored[key], value) for key, value in trained.items())
     assert any(value.abs().sum() > 0 for value in trained.values())  # the step moved LoRA B off zero
+
+
+def test_ray_train_passes_the_trial_s_settings_on_to_its_controller_and_workers(monkeypatch):
+    """A name Ray Train stopped passing on would leave its default in place without a word (the
+    2 s poll that held each report back, the preemption watcher's extra process). A value the
+    cluster's environment sets wins."""
+    from ray.train.v2._internal.constants import get_env_vars_to_propagate
+
+    from persona_sweep.trial import RAY_TRAIN_SETTINGS, ray_train_settings
+
+    for variable in RAY_TRAIN_SETTINGS:  # set, then removed: monkeypatch restores the session's state
+        monkeypatch.setenv(variable, "")
+        monkeypatch.delenv(variable)
+    ray_train_settings()
+    assert get_env_vars_to_propagate().items() >= RAY_TRAIN_SETTINGS.items()
+    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "5")
+    ray_train_settings()
+    assert get_env_vars_to_propagate()["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "5"
