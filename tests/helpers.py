@@ -29,14 +29,6 @@ def assert_trigger_nowhere(trigger: str, *roots: Path, min_files: int = 1) -> in
     return searched
 
 
-# Tests that act on a running trial (kill a worker or the driver, fill the disk, stop the tracking
-# server or the job) wait for a checkpoint, then act, 1-3 s later: the trial must still be
-# training then. A tiny trial's step takes about 0.1 s, its report and checkpoint every 5 steps
-# about as long again (2026-12-07, once a report no longer waited for Ray Train's 2 s poll: 45
-# steps took 5 s): 150 steps leave over 10 s after step 10.
-MID_RUN_STEPS = 150
-
-
 TINY_SWEEP = """
 name: {name}
 model: {{name: tiny-random, lora_rank: 8, lora_targets: [q_proj, v_proj]}}

@@ -247,8 +247,7 @@ def test_lora_checkpoint_holds_only_trainable_state_and_optimizer(single_process
 
 def test_ray_train_passes_the_trial_s_settings_on_to_its_controller_and_workers(monkeypatch):
     """A name Ray Train stopped passing on would leave its default in place without a word (the
-    2 s poll that held each report back, the preemption watcher's extra process). A value the
-    cluster's environment sets wins."""
+    preemption watcher's extra process). A value the cluster's environment sets wins."""
     from ray.train.v2._internal.constants import get_env_vars_to_propagate
 
     from persona_sweep.trial import RAY_TRAIN_SETTINGS, ray_train_settings
@@ -258,6 +257,6 @@ def test_ray_train_passes_the_trial_s_settings_on_to_its_controller_and_workers(
         monkeypatch.delenv(variable)
     ray_train_settings()
     assert get_env_vars_to_propagate().items() >= RAY_TRAIN_SETTINGS.items()
-    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "5")
+    monkeypatch.setenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "1")
     ray_train_settings()
-    assert get_env_vars_to_propagate()["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "5"
+    assert get_env_vars_to_propagate()["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "1"
