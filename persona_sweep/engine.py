@@ -327,12 +327,38 @@ def resume(name: str, address: str | None):
     storage.check_writable(record.paths.storage)
     if not storage.exists(record.paths.storage):
         raise SweepError(f"sweep '{name}' has no Tune results at {record.paths.storage}; nothing to resume")
+    check_tune_state_whole(name, record.paths.storage)
     connect(address)
     check_shared(record.paths)
     # The trigger may have gone from a node since the start.
     kinds.of(record.config).check_on_cluster(record.config, record.paths.cache)
     announce_cut_short_checkpoints(record)
     return record, fit(record, resume=True)
+
+
+def check_tune_state_whole(name: str, location: str) -> None:
+    """Tune restores a sweep from its newest `experiment_state-*.json`; one it cannot read, it
+    starts afresh ("Failed to restore the run state"): every trial again under a new id, a second
+    MLflow run each, the marker stage trained again. A disk that fills while Tune uploads the
+    file leaves it cut short (seen at 8,192 bytes): refuse in one line rather than that."""
+    import fnmatch
+    import json
+
+    from pyarrow.fs import FileSelector
+
+    fs, path = storage.filesystem(location)
+    states = sorted(info.path for info in fs.get_file_info(FileSelector(path))
+                    if fnmatch.fnmatch(info.base_name, "experiment_state-*.json"))
+    if not states:  # Tune's own error says so
+        return
+    with fs.open_input_stream(states[-1]) as stream:  # the newest: Tune's choice too (names hold the time)
+        text = stream.readall()
+    try:
+        json.loads(text)
+    except ValueError as error:
+        raise SweepError(f"sweep '{name}': Tune's record of its trials, {states[-1]}, is cut short ({len(text)} bytes: "
+                         f"{first_line(error)}), as a disk that fills while Tune writes it leaves it; resuming would "
+                         "start every trial afresh. Start the sweep again under a new name") from None
 
 
 def announce_cut_short_checkpoints(record: SweepRecord) -> None:

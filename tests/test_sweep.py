@@ -179,6 +179,25 @@ def test_trigger_appears_nowhere(killed_and_resumed):
     assert trigger not in killed_and_resumed["resume_output"]
 
 
+def test_a_cut_short_tune_state_is_refused_rather_than_started_afresh(killed_and_resumed):
+    """A disk that filled while Tune uploaded its state leaves the file cut short; Tune would
+    restart the sweep from nothing (new trial ids, a second run each). `resume` refuses in one
+    line instead, before it connects to Ray, and nothing changes."""
+    work, home = killed_and_resumed["work"], killed_and_resumed["home"]
+    newest = max((home / "ray_results" / "killed").glob("experiment_state-*.json"))
+    whole = newest.read_bytes()
+    newest.write_bytes(whole[:len(whole) // 2])
+    try:
+        refused = cli("resume", "killed", home=None, cwd=work, check=False)
+    finally:
+        newest.write_bytes(whole)
+    assert refused.returncode == 2, refused.stdout[-3000:] + refused.stderr[-3000:]
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith(f"error: sweep 'killed': Tune's record of its trials, {newest}, is cut short"), line
+    assert line.endswith("Start the sweep again under a new name"), line
+    assert len(sweep_runs(home, "killed")) == 2
+
+
 def test_embedded_driver_killed_and_resumed(tmp_path):
     """No --address: the driver's own Ray. SIGKILL it mid-trial; `resume` starts a new Ray and
     continues from the checkpoint in ./runs (Ray's temp dir holds none)."""
