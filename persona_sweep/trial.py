@@ -144,8 +144,8 @@ RAY_TRAIN_SETTINGS = {
     # Not set yet: RAY_TRAIN_HEALTH_CHECK_INTERVAL_S. Ray Train's controller takes a report off a
     # worker's one-slot queue when it polls, every 2 s, and the worker's next report waits for it
     # (a tiny 40-step trial waited 12 of its 37 s). A 0.25 s poll removes that, but made
-    # test_storage_faults' disk fill land on Tune's state upload, which Tune then cannot restore
-    # (benchmarks/README.md): that comes first.
+    # test_storage_faults' disk fill land on Tune's state upload, which cuts the state short:
+    # `resume` refuses that now, and must go on from it first (benchmarks/README.md).
 }
 
 
