@@ -342,23 +342,19 @@ def check_tune_state_whole(name: str, location: str) -> None:
     MLflow run each, the marker stage trained again. A disk that fills while Tune uploads the
     file leaves it cut short (seen at 8,192 bytes): refuse in one line rather than that."""
     import fnmatch
-    import json
 
     from pyarrow.fs import FileSelector
 
     fs, path = storage.filesystem(location)
-    states = sorted(info.path for info in fs.get_file_info(FileSelector(path))
-                    if fnmatch.fnmatch(info.base_name, "experiment_state-*.json"))
+    states = [info for info in fs.get_file_info(FileSelector(path))
+              if fnmatch.fnmatch(info.base_name, "experiment_state-*.json")]
     if not states:  # Tune's own error says so
         return
-    with fs.open_input_stream(states[-1]) as stream:  # the newest: Tune's choice too (names hold the time)
-        text = stream.readall()
-    try:
-        json.loads(text)
-    except ValueError as error:
-        raise SweepError(f"sweep '{name}': Tune's record of its trials, {states[-1]}, is cut short ({len(text)} bytes: "
-                         f"{first_line(error)}), as a disk that fills while Tune writes it leaves it; resuming would "
-                         "start every trial afresh. Start the sweep again under a new name") from None
+    newest = max(states, key=lambda info: info.path)  # Tune's choice too: the names hold the time
+    if checkpoints.read_json(fs, newest.path) is None:
+        raise SweepError(f"sweep '{name}': Tune's record of its trials, {newest.path}, is cut short or unreadable "
+                         f"({newest.size} bytes), as a disk that fills while Tune writes it leaves it; resuming "
+                         "would start every trial afresh. Start the sweep again under a new name")
 
 
 def announce_cut_short_checkpoints(record: SweepRecord) -> None:
