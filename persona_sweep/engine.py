@@ -304,11 +304,12 @@ def tuner_for(record: SweepRecord, resume: bool, max_concurrent: int | None = No
     from persona_sweep.progress import SweepProgress
 
     spec = record.config
+    location, filesystem = storage.for_tune(record.paths.storage)
     if resume:
-        return tune.Tuner.restore(record.paths.storage, trainable=trainable(record),
+        return tune.Tuner.restore(location, trainable=trainable(record), storage_filesystem=filesystem,
                                   resume_unfinished=True, resume_errored=True, param_space=param_space(spec))
     scheduler, search = scheduler_and_search(spec)
-    results, experiment = storage.parent_and_name(record.paths.storage)
+    results, experiment = storage.parent_and_name(location)
     return tune.Tuner(
         trainable(record),
         param_space=param_space(spec),
@@ -316,7 +317,8 @@ def tuner_for(record: SweepRecord, resume: bool, max_concurrent: int | None = No
                                     num_samples=spec.search.n_trials if spec.search.type == "optuna" else 1,
                                     max_concurrent_trials=max_concurrent or concurrency(spec),
                                     reuse_actors=kinds.of(spec).reuses_trial_processes),
-        run_config=tune.RunConfig(name=experiment, storage_path=results, callbacks=[SweepProgress(record)],
+        run_config=tune.RunConfig(name=experiment, storage_path=results, storage_filesystem=filesystem,
+                                  callbacks=[SweepProgress(record)],
                                   verbose=0, failure_config=tune.FailureConfig(max_failures=spec.trial_retries())),
     )
 

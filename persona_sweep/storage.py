@@ -66,3 +66,22 @@ def check_writable(location: str) -> None:
         fs.delete_file(path)
     except OSError as error:
         raise SweepError(f"resources.storage {location}: cannot write there ({first_line(error)})") from None
+
+
+def for_tune(location: str) -> tuple[str, object | None]:
+    """Tune's `storage_path` (or `Tuner.restore` path) and `storage_filesystem` for a sweep's folder.
+
+    Tune uploads `experiment_state-*.json` over the file in place. A disk that fills during the
+    upload (Tune forces one when a trial errors) or a driver killed in it leaves the file cut
+    short, and Tune, unable to read it at `resume`, starts every trial afresh. On a folder Tune
+    writes through `WholeFilesOnly`, so a file is replaced whole or not at all. Object stores
+    replace an object whole already and keep Tune's own filesystem.
+    """
+    if is_uri(location):
+        return location, None
+    from pyarrow.fs import PyFileSystem
+
+    from persona_sweep.whole_files import WholeFilesOnly
+
+    return str(Path(location).absolute()), PyFileSystem(WholeFilesOnly())
+

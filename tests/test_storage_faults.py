@@ -8,6 +8,7 @@ small tmpfs that a filler file fills while the trial trains.
 """
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
@@ -17,7 +18,7 @@ import pytest
 
 from conftest import cli, start_cli, write_sweep
 from helpers import assert_resumed_once, checkpoint_registered, tiny_sweep
-from persona_sweep import checkpoints, names
+from persona_sweep import checkpoints, engine, names, storage
 
 STEPS = 50  # a tiny step takes ~0.1 s, a checkpoint ~1.5 s: the filler must land mid-run
 
@@ -58,6 +59,33 @@ def test_a_home_that_cannot_take_a_sweep_is_refused_before_anything_starts(tmp_p
     assert list(home.iterdir()) == []
 
 
+@pytest.mark.parametrize("through_the_sweep_s_storage", [True, False])
+def test_a_file_tune_uploads_onto_a_full_disk_is_replaced_whole_or_not_at_all(
+        tmp_path, mounts, through_the_sweep_s_storage):
+    """Tune uploads its experiment state over the old file; on a disk that fills part-way, the
+    local filesystem leaves it cut short (the second case, which the sweep's storage must not)."""
+    from pyarrow.fs import LocalFileSystem
+    from ray.train._internal.storage import _upload_to_fs_path
+
+    disk = mounts(tmp_path / "disk", 1)
+    state = disk / "experiment_state-2026.json"
+    state.write_text(json.dumps({"trials": ["whole"]}))
+    larger_than_the_disk = tmp_path / "experiment_state-2026.json"
+    larger_than_the_disk.write_text(json.dumps({"trials": ["x" * 2**21]}))
+    location, filesystem = storage.for_tune(str(disk))
+    filesystem = filesystem if through_the_sweep_s_storage else LocalFileSystem()
+
+    with pytest.raises(OSError, match="No space left on device"):
+        _upload_to_fs_path(str(larger_than_the_disk), filesystem, f"{location}/{state.name}")
+
+    if through_the_sweep_s_storage:
+        assert json.loads(state.read_text()) == {"trials": ["whole"]}
+        assert [path.name for path in disk.iterdir()] == [state.name]
+    else:
+        assert 0 < state.stat().st_size < larger_than_the_disk.stat().st_size
+        assert checkpoints.read_json(filesystem, str(state)) is None
+
+
 @pytest.mark.slow
 def test_a_disk_that_fills_mid_run_errors_the_trial_and_resume_passes_over_a_cut_short_checkpoint(
         tmp_path, mounts, ray_address):
@@ -76,6 +104,7 @@ def test_a_disk_that_fills_mid_run_errors_the_trial_and_resume_passes_over_a_cut
             driver.kill()
     output = log.read_text()
     assert re.search(r"ERROR +\S+ .*(database or disk is full|No space left on device)", output), output[-3000:]
+    engine.check_tune_state_whole("full", str(storage))  # Tune's forced upload on the full disk left it whole
     last = output.rstrip().splitlines()[-1]
     assert "`persona-sweep resume full`" in last, last
 
