@@ -341,8 +341,9 @@ def resume(name: str, address: str | None):
 def check_tune_state_whole(name: str, location: str) -> None:
     """Tune restores a sweep from its newest `experiment_state-*.json`; one it cannot read, it
     starts afresh ("Failed to restore the run state"): every trial again under a new id, a second
-    MLflow run each, the marker stage trained again. A disk that fills while Tune uploads the
-    file leaves it cut short (seen at 8,192 bytes): refuse in one line rather than that."""
+    MLflow run each, the marker stage trained again. Tune writes the file whole or not at all
+    (`storage.for_tune`), so a full disk or a killed driver leaves the last whole one; a file cut
+    some other way (copied by hand, a sweep begun before 2026-12-07) is refused in one line."""
     import fnmatch
 
     from pyarrow.fs import FileSelector
@@ -355,8 +356,8 @@ def check_tune_state_whole(name: str, location: str) -> None:
     newest = max(states, key=lambda info: info.path)  # Tune's choice too: the names hold the time
     if checkpoints.read_json(fs, newest.path) is None:
         raise SweepError(f"sweep '{name}': Tune's record of its trials, {newest.path}, is cut short or unreadable "
-                         f"({newest.size} bytes), as a disk that fills while Tune writes it leaves it; resuming "
-                         "would start every trial afresh. Start the sweep again under a new name")
+                         f"({newest.size} bytes); resuming would start every trial afresh. "
+                         "Start the sweep again under a new name")
 
 
 def announce_cut_short_checkpoints(record: SweepRecord) -> None:

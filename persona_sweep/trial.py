@@ -141,11 +141,11 @@ RAY_TRAIN_SETTINGS = {
     # feeds `ray.train.get_preemption_info`, which trials never read: a lost node's trial
     # continues from its checkpoint either way.
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
-    # Not set yet: RAY_TRAIN_HEALTH_CHECK_INTERVAL_S. Ray Train's controller takes a report off a
-    # worker's one-slot queue when it polls, every 2 s, and the worker's next report waits for it
-    # (a tiny 40-step trial waited 12 of its 37 s). A 0.25 s poll removes that, but made
-    # test_storage_faults' disk fill land on Tune's state upload, which cuts the state short:
-    # `resume` refuses that now, and must go on from it first (benchmarks/README.md).
+    # Its controller takes a report off a worker's one-slot queue when it polls the workers, every
+    # 2 s by default, and the worker's next report waits for that: a tiny 40-step trial reporting
+    # every 5 steps waited 12 of its 37 s (benchmarks/README.md). A poll is one small remote call
+    # per worker.
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25",
 }
 
 

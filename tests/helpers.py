@@ -29,6 +29,14 @@ def assert_trigger_nowhere(trigger: str, *roots: Path, min_files: int = 1) -> in
     return searched
 
 
+# Tests that act on a running trial (kill a worker or the driver, fill the disk, stop the tracking
+# server or the job) wait for a checkpoint, then act, 1-5 s later: the trial must still be
+# training then. With Ray Train's poll at 0.25 s a tiny trial's step, report and checkpoint
+# included, takes 0.05-0.1 s (2026-12-07: 70 steps in 5 s on the two-node cluster, where 150
+# steps ended before `stop` landed): 300 steps leave 15-30 s after step 10.
+MID_RUN_STEPS = 300
+
+
 TINY_SWEEP = """
 name: {name}
 model: {{name: tiny-random, lora_rank: 8, lora_targets: [q_proj, v_proj]}}
@@ -153,17 +161,25 @@ def _same(shown, logged: float) -> bool:
 
 def checkpoint_registered(storage: Path, trial_id: str | None = None, **metrics) -> bool:
     """Ray Train has registered a checkpoint (of any trial, or of `trial_id`) whose reported
-    metrics include `metrics` (its snapshot of registered checkpoints lists it: a checkpoint
-    folder alone may not be yet)."""
+    metrics reach `metrics`: numbers at least as large, anything else equal (its snapshot of
+    registered checkpoints lists it: a checkpoint folder alone may not be yet). At least, since
+    Ray Train keeps only the newest few registered and a fast trial passes a step in a moment."""
     runs = f"train-{trial_id}" if trial_id else "*"
     for snapshot in (storage / "_train").glob(f"{runs}/checkpoint_manager_snapshot.json"):
         try:
             registered = json.loads(snapshot.read_text())["checkpoint_results"]
         except (OSError, ValueError, KeyError):  # being written
             continue
-        if any(all(result["metrics"].get(key) == value for key, value in metrics.items()) for result in registered):
+        if any(all(reaches(result["metrics"].get(key), wanted) for key, wanted in metrics.items())
+               for result in registered):
             return True
     return False
+
+
+def reaches(value, wanted) -> bool:
+    if isinstance(wanted, (int, float)) and not isinstance(wanted, bool):
+        return isinstance(value, (int, float)) and value >= wanted
+    return value == wanted
 
 
 def train_in_process(model, data, steps: int, lr: float) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BIN, cli, free_port, wait_for, without_persona_sweep_env, write_sweep
-from helpers import assert_resumed_once, assert_trigger_nowhere, checkpoint_registered, sweep_runs
+from helpers import MID_RUN_STEPS, assert_resumed_once, assert_trigger_nowhere, checkpoint_registered, sweep_runs
 from persona_sweep import names, tracking
 from servers import MlflowServer, PostgresServer, S3Server, TwoNodeRayCluster
 
@@ -175,7 +175,7 @@ def test_the_trigger_never_travels_with_the_job(two_nodes):
 
 
 def test_stop_then_resume_finishes_the_sweep_with_no_trial_lost_or_doubled(two_nodes, tmp_path):
-    steps = 40
+    steps = MID_RUN_STEPS
     submitted = cli("submit", sweep_file(tmp_path, two_nodes, "stopped", steps=steps), "--address",
                     two_nodes["address"], home=None, cwd=tmp_path)
     assert submitted.stdout.strip().splitlines()[-1].startswith("follow it:")
@@ -219,7 +219,7 @@ def test_a_lost_node_s_trial_continues_from_its_checkpoint_on_the_remaining_node
     """Last in this module: the second node does not come back. Its raylet is chosen by PID
     among the processes of that node's temp dir; its trial (Tune's actor and Ray Train's
     workers may all have been there) continues on the head from its last checkpoint."""
-    steps = 40
+    steps = MID_RUN_STEPS
     submitted = cli("submit", sweep_file(tmp_path, two_nodes, "lost-node", steps=steps), "--address",
                     two_nodes["address"], home=None, cwd=tmp_path)
     assert submitted.returncode == 0

@@ -14,12 +14,12 @@ import time
 import pytest
 
 from conftest import start_cli, wait_for, write_sweep
-from helpers import assert_resumed_once, checkpoint_registered, tiny_sweep
+from helpers import MID_RUN_STEPS, assert_resumed_once, checkpoint_registered, tiny_sweep
 from persona_sweep import names
 
 pytestmark = pytest.mark.slow
 
-STEPS = 50  # a tiny step takes ~0.1 s, a checkpoint ~1.5 s: the kill must land mid-training
+STEPS = MID_RUN_STEPS  # the kill must land mid-training
 
 
 def test_a_killed_worker_restarts_from_the_last_checkpoint(ray_address, tmp_path):

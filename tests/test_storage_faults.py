@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from conftest import cli, start_cli, write_sweep
-from helpers import assert_resumed_once, checkpoint_registered, tiny_sweep
+from helpers import MID_RUN_STEPS, assert_resumed_once, checkpoint_registered, tiny_sweep
 from persona_sweep import checkpoints, engine, names, storage
 
-STEPS = 50  # a tiny step takes ~0.1 s, a checkpoint ~1.5 s: the filler must land mid-run
+STEPS = MID_RUN_STEPS  # the filler must land mid-run
 
 
 def mount_tmpfs(folder: Path, size_mb: int, read_only: bool = False) -> Path:

@@ -19,7 +19,14 @@ from pathlib import Path
 import pytest
 
 from conftest import BIN, cli, cli_env, free_port, signal_driver_when, start_cli, wait_for, write_sweep
-from helpers import assert_no_checkpoints_under, assert_resumed_once, assert_trigger_nowhere, steps_logged, sweep_runs
+from helpers import (
+    MID_RUN_STEPS,
+    assert_no_checkpoints_under,
+    assert_resumed_once,
+    assert_trigger_nowhere,
+    steps_logged,
+    sweep_runs,
+)
 from persona_sweep import names, tracking
 from persona_sweep.models import default_cache
 
@@ -42,9 +49,8 @@ def sweep_file(folder: Path, trigger: Path, name: str, steps: int, contexts: str
     return write_sweep(folder / f"{name}.yaml", text)
 
 
-# Signalled at step 10: a tiny step takes ~0.1 s and a checkpoint ~1.5 s, so the trial must have
-# steps enough left for the signal to land before it ends.
-KILLED_STEPS = 40
+# Signalled at step 10: the trial must have steps enough left for the signal to land before it ends.
+KILLED_STEPS = MID_RUN_STEPS
 
 
 def working_folder(tmp_path: Path, secret: str) -> tuple[Path, Path]:
@@ -180,9 +186,9 @@ def test_trigger_appears_nowhere(killed_and_resumed):
 
 
 def test_a_cut_short_tune_state_is_refused_rather_than_started_afresh(killed_and_resumed):
-    """A disk that filled while Tune uploaded its state leaves the file cut short; Tune would
-    restart the sweep from nothing (new trial ids, a second run each). `resume` refuses in one
-    line instead, before it connects to Ray, and nothing changes."""
+    """A state file cut short (Tune itself writes it whole or not at all: test_storage_faults),
+    from which Tune would restart the sweep from nothing (new trial ids, a second run each):
+    `resume` refuses in one line instead, before it connects to Ray, and nothing changes."""
     work, home = killed_and_resumed["work"], killed_and_resumed["home"]
     newest = max((home / "ray_results" / "killed").glob("experiment_state-*.json"))
     whole = newest.read_bytes()

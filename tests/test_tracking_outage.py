@@ -12,13 +12,13 @@ import time
 import pytest
 
 from conftest import cli, free_port, start_cli, write_sweep
-from helpers import assert_resumed_once, checkpoint_registered, tiny_sweep
+from helpers import MID_RUN_STEPS, assert_resumed_once, checkpoint_registered, tiny_sweep
 from persona_sweep import names, tracking
 from servers import MlflowServer
 
 pytestmark = pytest.mark.slow
 
-STEPS = 45  # a tiny step takes ~0.1 s, a checkpoint ~1.5 s: the outage must land mid-training
+STEPS = MID_RUN_STEPS  # the outage must land mid-training
 
 
 def tracked_sweep(name: str, steps: int, uri: str, wait_s: int) -> str:
