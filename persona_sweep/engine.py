@@ -392,6 +392,33 @@ def check_home_writable(folder: Path) -> None:
                          "(checkpoints, MLflow); free some space or set PERSONA_SWEEP_HOME")
 
 
+DRIVERS_FILE = "ray_jobs"  # in the sweep's state folder: "RAY_SESSION JOB_ID" of each of its drivers
+
+
+def remove_placement_groups_left_by_earlier_drivers(record: SweepRecord) -> None:
+    """A driver stopped while a trial's Ray Train controller was starting a new worker group can
+    leave that group's placement group behind: created as its creator died, Ray never removes it
+    (seen after `stop`: a 0.99-CPU group of the stopped job, 1 run in 4), and the resumed trials'
+    worker groups wait for its CPUs forever. Each driver of a sweep writes its Ray session and
+    job id; a new one removes the groups that ended drivers of the same sweep left in the same
+    Ray session (a group's id ends with its job's id), and no other job's."""
+    import ray
+    from ray._private.state import jobs
+    from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
+
+    context = ray.get_runtime_context()
+    drivers = Path(record.paths.state) / DRIVERS_FILE
+    lines = drivers.read_text().splitlines() if drivers.exists() else []
+    earlier = {job for session, _, job in (line.partition(" ") for line in lines) if session == context.get_session_name()}
+    ended = earlier & {job["JobID"] for job in jobs() if job["IsDead"]}
+    for group_id, group in placement_group_table().items():
+        if group_id[-8:] in ended and group["state"] != "REMOVED":
+            remove_placement_group(PlacementGroup(ray.PlacementGroupID.from_hex(group_id)))
+    drivers.parent.mkdir(parents=True, exist_ok=True)
+    with drivers.open("a") as handle:
+        handle.write(f"{context.get_session_name()} {context.get_job_id()}\n")
+
+
 @dataclass(frozen=True)
 class Outcome:
     """How a `run` or `resume` ended: trials that errored, trials cut off (Ctrl-C)."""
@@ -415,6 +442,7 @@ def fit_reading_back(tuner, record: SweepRecord):
 
 def fit(record: SweepRecord, resume: bool = False, max_concurrent: int | None = None) -> Outcome:
     """Run (or resume) the sweep; the parent run ends FINISHED only when every trial ended."""
+    remove_placement_groups_left_by_earlier_drivers(record)
     tuner = tuner_for(record, resume, max_concurrent)
     mlflow = record.sweep_run.tracking.client()
     mlflow.update_run(record.sweep_run.parent_run_id, status="RUNNING")

@@ -27,7 +27,7 @@ from helpers import (
     steps_logged,
     sweep_runs,
 )
-from persona_sweep import names, tracking
+from persona_sweep import engine, names, tracking
 from persona_sweep.models import default_cache
 
 pytestmark = pytest.mark.slow
@@ -202,6 +202,47 @@ def test_a_cut_short_tune_state_is_refused_rather_than_started_afresh(killed_and
     assert line.startswith(f"error: sweep 'killed': Tune's record of its trials, {newest}, is cut short"), line
     assert line.endswith("Start the sweep again under a new name"), line
     assert len(sweep_runs(home, "killed")) == 2
+
+
+LEAVES_A_PLACEMENT_GROUP = """
+import sys, ray
+from ray.util.placement_group import placement_group
+ray.init(address=sys.argv[1], log_to_driver=False)
+group = placement_group([{"CPU": 0.01}], lifetime="detached")  # outlives this driver
+ray.get(group.ready())
+context = ray.get_runtime_context()
+print(context.get_session_name(), context.get_job_id(), group.id.hex())
+"""
+PLACEMENT_GROUP_STATE = """
+import sys, ray
+from ray.util.placement_group import placement_group_table
+ray.init(address=sys.argv[1], log_to_driver=False)
+print(placement_group_table()[sys.argv[2]]["state"])
+"""
+
+
+def python_on_the_cluster(script: str, *args: str) -> str:
+    result = subprocess.run([str(BIN / "python"), "-c", script, *args], env=cli_env(None), capture_output=True,
+                            text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_a_placement_group_an_ended_driver_of_the_sweep_left_is_removed_at_resume(killed_and_resumed, ray_address):
+    """Ray leaves a worker group's placement group behind when a driver stops as a trial starts
+    one (a race, seen after `stop`), and resumed trials would wait for its CPUs forever. Each
+    driver records its Ray job; a driver that made a group outliving it stands in for the
+    stopped one, and `resume` removes that group."""
+    work, home = killed_and_resumed["work"], killed_and_resumed["home"]
+    drivers = home / "ray_results" / "killed" / engine.DRIVERS_FILE
+    recorded = [line.split() for line in drivers.read_text().splitlines()]
+    assert len(recorded) == 2 and len({job for _, job in recorded}) == 2, recorded  # `run`, then `resume`
+    session, job, group = python_on_the_cluster(LEAVES_A_PLACEMENT_GROUP, ray_address).split()
+    assert python_on_the_cluster(PLACEMENT_GROUP_STATE, ray_address, group) == "CREATED"
+    with drivers.open("a") as handle:
+        handle.write(f"{session} {job}\n")
+    cli("resume", "killed", "--address", ray_address, home=None, cwd=work)
+    assert python_on_the_cluster(PLACEMENT_GROUP_STATE, ray_address, group) == "REMOVED"
 
 
 def test_embedded_driver_killed_and_resumed(tmp_path):
