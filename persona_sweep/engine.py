@@ -392,9 +392,6 @@ def check_home_writable(folder: Path) -> None:
                          "(checkpoints, MLflow); free some space or set PERSONA_SWEEP_HOME")
 
 
-DRIVERS_FILE = "ray_jobs"  # in the sweep's state folder: "RAY_SESSION JOB_ID" of each of its drivers
-
-
 def remove_placement_groups_left_by_earlier_drivers(record: SweepRecord) -> None:
     """A driver stopped while a trial's Ray Train controller was starting a new worker group can
     leave that group's placement group behind: created as its creator died, Ray never removes it
@@ -407,7 +404,7 @@ def remove_placement_groups_left_by_earlier_drivers(record: SweepRecord) -> None
     from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
 
     context = ray.get_runtime_context()
-    drivers = Path(record.paths.state) / DRIVERS_FILE
+    drivers = record.paths.drivers_file
     lines = drivers.read_text().splitlines() if drivers.exists() else []
     earlier = {job for session, _, job in (line.partition(" ") for line in lines) if session == context.get_session_name()}
     ended = earlier & {job["JobID"] for job in jobs() if job["IsDead"]}

@@ -95,6 +95,11 @@ class SweepPaths:
         """The worker group's placement group, written by rank 0 (see `remove_lost_placement_group`)."""
         return Path(self.state) / "_pids" / f"{trial_id}.placement_group"
 
+    @property
+    def drivers_file(self) -> Path:
+        """"RAY_SESSION JOB_ID" of each driver of the sweep (`engine.remove_placement_groups_left_by_earlier_drivers`)."""
+        return Path(self.state) / "_pids" / "ray_jobs"
+
     def pid_file(self, trial_id: str, rank: int) -> Path:
         """Each worker writes its PID here as it starts (a restarted worker overwrites it), so an
         operator or a test can signal exactly that worker, not whatever a process title matches."""

@@ -27,8 +27,9 @@ from helpers import (
     steps_logged,
     sweep_runs,
 )
-from persona_sweep import engine, names, tracking
+from persona_sweep import names, tracking
 from persona_sweep.models import default_cache
+from persona_sweep.sweep_record import SweepRecord
 
 pytestmark = pytest.mark.slow
 
@@ -228,13 +229,15 @@ def python_on_the_cluster(script: str, *args: str) -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
-def test_a_placement_group_an_ended_driver_of_the_sweep_left_is_removed_at_resume(killed_and_resumed, ray_address):
+def test_a_placement_group_an_ended_driver_of_the_sweep_left_is_removed_at_resume(killed_and_resumed, ray_address,
+                                                                                  monkeypatch):
     """Ray leaves a worker group's placement group behind when a driver stops as a trial starts
     one (a race, seen after `stop`), and resumed trials would wait for its CPUs forever. Each
     driver records its Ray job; a driver that made a group outliving it stands in for the
     stopped one, and `resume` removes that group."""
     work, home = killed_and_resumed["work"], killed_and_resumed["home"]
-    drivers = home / "ray_results" / "killed" / engine.DRIVERS_FILE
+    monkeypatch.setenv("PERSONA_SWEEP_HOME", str(home))
+    drivers = SweepRecord.load("killed").paths.drivers_file
     recorded = [line.split() for line in drivers.read_text().splitlines()]
     assert len(recorded) == 2 and len({job for _, job in recorded}) == 2, recorded  # `run`, then `resume`
     session, job, group = python_on_the_cluster(LEAVES_A_PLACEMENT_GROUP, ray_address).split()
