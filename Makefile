@@ -39,9 +39,10 @@ test: $(STAMP) system-chromium system-postgresql lint
 	$(VENV)/bin/pytest -p no:cacheprovider --timeout 1800 --durations=15
 
 # Two workers: the files that use Ray one after another on one, the rest beside them
-# (tests/conftest.py, pytest_xdist_make_scheduler).
+# (tests/conftest.py, pytest_xdist_make_scheduler). 600 s: a module's sweep fixture
+# (test_methods, 4 trials) once ran past 300 s beside the other worker.
 test-fast: $(STAMP) lint
-	$(VENV)/bin/pytest -p no:cacheprovider -n 2 -m "not slow" --timeout 300
+	$(VENV)/bin/pytest -p no:cacheprovider -n 2 -m "not slow" --timeout 600
 
 # At their full sizes; each ends on its figure (benchmarks/README.md). grid_scale starts PostgreSQL.
 # tests/test_benchmarks.py runs them at their smallest sizes.
