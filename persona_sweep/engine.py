@@ -404,16 +404,17 @@ def remove_placement_groups_left_by_earlier_drivers(record: SweepRecord) -> None
     from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
 
     context = ray.get_runtime_context()
+    session = context.get_session_name()
     drivers = record.paths.drivers_file
     lines = drivers.read_text().splitlines() if drivers.exists() else []
-    earlier = {job for session, _, job in (line.partition(" ") for line in lines) if session == context.get_session_name()}
+    earlier = {job for their_session, _, job in (line.partition(" ") for line in lines) if their_session == session}
     ended = earlier & {job["JobID"] for job in jobs() if job["IsDead"]}
     for group_id, group in placement_group_table().items():
         if group_id[-8:] in ended and group["state"] != "REMOVED":
             remove_placement_group(PlacementGroup(ray.PlacementGroupID.from_hex(group_id)))
     drivers.parent.mkdir(parents=True, exist_ok=True)
     with drivers.open("a") as handle:
-        handle.write(f"{context.get_session_name()} {context.get_job_id()}\n")
+        handle.write(f"{session} {context.get_job_id()}\n")
 
 
 @dataclass(frozen=True)

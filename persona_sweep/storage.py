@@ -84,4 +84,3 @@ def for_tune(location: str) -> tuple[str, object | None]:
     from persona_sweep.whole_files import WholeFilesOnly
 
     return str(Path(location).absolute()), PyFileSystem(WholeFilesOnly())
-
